@@ -1,0 +1,170 @@
+//! `medseg`: the command line (the desktop app comes with the GUI issue).
+
+use clap::{Parser, Subcommand};
+use medseg_model::fixtures;
+use medseg_model::gpu::GpuContext;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "medseg",
+    version,
+    about = "Medical image segmentation on any GPU (WGSL kernels through wgpu)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the GPU medseg would use: adapter, backend, driver and the limits that matter.
+    /// Choose with MEDSEG_BACKEND (vulkan, metal, dx12, gl) and MEDSEG_ADAPTER (index or name).
+    GpuInfo,
+    /// Check our kernels and modules against the official-code fixtures in DIR
+    /// (one line per file; non-zero exit when any file fails or none is checked).
+    CheckFixtures {
+        /// Directory of `*.safetensors` fixtures.
+        dir: PathBuf,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Selective scan at SA-UMamba's stage shapes vs a device-to-device copy and the CUDA kernel.
+    Scan {
+        /// Batch size (BASELINE.md uses 16).
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Timed iterations per measurement.
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+        /// Stages to run (1..=4).
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4])]
+        stages: Vec<usize>,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+fn gpu() -> Result<GpuContext, String> {
+    GpuContext::create().map_err(|e| e.to_string())
+}
+
+fn gpu_info() -> Result<(), String> {
+    let ctx = gpu()?;
+    let a = &ctx.adapter;
+    let l = &ctx.limits;
+    println!("adapter:   {}", a.name);
+    println!("backend:   {}", a.backend);
+    println!("type:      {}", a.device_type);
+    println!("driver:    {} {}", a.driver, a.driver_info);
+    println!(
+        "ids:       vendor {:#06x}, device {:#06x}",
+        a.vendor, a.device_id
+    );
+    println!(
+        "features:  subgroups {}, shader-f16 {}, timestamp-query {}",
+        a.subgroups, a.shader_f16, a.timestamp_query
+    );
+    println!("limits:");
+    println!(
+        "  max_storage_buffer_binding_size      {} MiB",
+        l.max_storage_buffer_binding_size >> 20
+    );
+    println!(
+        "  max_buffer_size                      {} MiB",
+        l.max_buffer_size >> 20
+    );
+    println!(
+        "  max_storage_buffers_per_shader_stage {}",
+        l.max_storage_buffers_per_shader_stage
+    );
+    println!(
+        "  max_compute_workgroup_storage_size   {} KiB",
+        l.max_compute_workgroup_storage_size >> 10
+    );
+    println!(
+        "  max_compute_invocations_per_workgroup {}",
+        l.max_compute_invocations_per_workgroup
+    );
+    println!(
+        "  max_compute_workgroups_per_dimension {}",
+        l.max_compute_workgroups_per_dimension
+    );
+    Ok(())
+}
+
+fn check_fixtures(dir: &PathBuf) -> Result<bool, String> {
+    let ctx = gpu()?;
+    println!(
+        "checking fixtures in {} on {} ({})",
+        dir.display(),
+        ctx.adapter.name,
+        ctx.adapter.backend
+    );
+    let report = fixtures::check_dir(dir, &ctx.device, |f| println!("{}", f.line()))?;
+    let failed = report.files.iter().filter(|f| !f.passed()).count();
+    println!(
+        "{} checked, {} failed, {} not checked",
+        report.checked(),
+        failed,
+        report.files.len() - report.checked()
+    );
+    if report.checked() == 0 {
+        eprintln!(
+            "error: no fixture file with a known prefix in {}",
+            dir.display()
+        );
+    }
+    Ok(report.passed())
+}
+
+fn bench_scan(
+    batch: usize,
+    iters: usize,
+    stages: &[usize],
+    json: Option<&PathBuf>,
+) -> Result<(), String> {
+    let ctx = gpu()?;
+    let result = medseg_model::bench::bench_scan(&ctx, batch, iters.max(1), stages)?;
+    print!("{}", result.table());
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::GpuInfo => gpu_info().map(|_| true),
+        Command::CheckFixtures { dir } => check_fixtures(dir),
+        Command::Bench {
+            what:
+                BenchCommand::Scan {
+                    batch,
+                    iters,
+                    stages,
+                    json,
+                },
+        } => bench_scan(*batch, *iters, stages, json.as_ref()).map(|_| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

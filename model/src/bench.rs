@@ -1,0 +1,201 @@
+//! `medseg bench scan`: the selective scan at SA-UMamba's stage shapes against a
+//! device-to-device copy measured in the same run, and against the official CUDA kernel's
+//! H100 figures (shared/docs/BASELINE.md).
+
+use crate::gpu::GpuContext;
+use crate::ops::scan::{scan_backward_raw, scan_forward_raw, ScanInput, ScanOptions, ScanOrder};
+use burn::backend::wgpu::wgpu;
+use burn::tensor::{Distribution, Tensor};
+use serde::Serialize;
+use std::time::Instant;
+
+/// The official mamba CUDA kernel on an H100, fp32, batch 16 (BASELINE.md): (forward ms,
+/// forward+backward ms) per stage.
+pub const CUDA_H100_MS: [(f64, f64); 4] = [(1.69, 5.95), (0.82, 2.98), (0.35, 1.47), (0.45, 1.53)];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScanBenchRow {
+    pub stage: usize,
+    pub batch: usize,
+    pub channels: usize,
+    pub len: usize,
+    pub states: usize,
+    pub fwd_ms: f64,
+    pub fwd_bwd_ms: f64,
+    pub fwd_mb: f64,
+    pub fwd_bwd_mb: f64,
+    pub fwd_gb_s: f64,
+    pub fwd_bwd_gb_s: f64,
+    pub fwd_of_copy: f64,
+    pub fwd_bwd_of_copy: f64,
+    /// CUDA-kernel time / ours (> 1: we are faster); only meaningful on an H100 at batch 16.
+    pub fwd_speedup_vs_cuda_h100: f64,
+    pub fwd_bwd_speedup_vs_cuda_h100: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScanBench {
+    pub adapter: String,
+    pub backend: String,
+    pub driver: String,
+    pub copy_gb_s: f64,
+    pub iterations: usize,
+    pub rows: Vec<ScanBenchRow>,
+}
+
+/// Device-to-device copy bandwidth (read + write counted) in GB/s.
+pub fn copy_bandwidth(ctx: &GpuContext, iters: usize) -> f64 {
+    let bytes = (256u64 << 20).min(ctx.limits.max_buffer_size / 2 & !3);
+    let make = |label| {
+        ctx.wgpu_device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    };
+    let (a, b) = (make("copy-src"), make("copy-dst"));
+    let run = |n: usize| {
+        let mut enc = ctx
+            .wgpu_device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+        for i in 0..n {
+            if i % 2 == 0 {
+                enc.copy_buffer_to_buffer(&a, 0, &b, 0, bytes);
+            } else {
+                enc.copy_buffer_to_buffer(&b, 0, &a, 0, bytes);
+            }
+        }
+        ctx.wgpu_queue.submit([enc.finish()]);
+        let _ = ctx.wgpu_device.poll(wgpu::PollType::wait_indefinitely());
+    };
+    run(2);
+    let t = Instant::now();
+    run(iters);
+    let secs = t.elapsed().as_secs_f64();
+    2.0 * bytes as f64 * iters as f64 / secs / 1e9
+}
+
+fn time_ms(ctx: &GpuContext, iters: usize, mut f: impl FnMut()) -> Result<f64, String> {
+    f();
+    ctx.device
+        .sync()
+        .map_err(|e| format!("device error: {e:?}"))?;
+    let t = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    ctx.device
+        .sync()
+        .map_err(|e| format!("device error: {e:?}"))?;
+    Ok(t.elapsed().as_secs_f64() * 1e3 / iters as f64)
+}
+
+/// Time forward and forward+backward for the given SA-UMamba stages (1..=4) at `batch`.
+pub fn bench_scan(
+    ctx: &GpuContext,
+    batch: usize,
+    iters: usize,
+    stages: &[usize],
+) -> Result<ScanBench, String> {
+    let dev = &ctx.device;
+    let copy = copy_bandwidth(ctx, iters.max(10));
+    let mut rows = Vec::new();
+    for &stage in stages {
+        if !(1..=4).contains(&stage) {
+            return Err(format!("stage {stage}: SA-UMamba has stages 1 to 4"));
+        }
+        let side = 64 >> (stage - 1);
+        let len = side * side;
+        let d = 192 << (stage - 1);
+        let (k, n) = (4, 16);
+        let normal = |shape: [usize; 4], m: f64, s: f64| {
+            Tensor::<4>::random(shape, Distribution::Normal(m, s), dev)
+        };
+        let input = ScanInput {
+            u: normal([batch, k, len, d], 0.0, 1.0),
+            delta: normal([batch, k, len, d], -3.0, 1.0),
+            a: Tensor::<2>::random([k * d, n], Distribution::Uniform(-16.0, -1.0), dev),
+            b: normal([batch, k, len, n], 0.0, 1.0),
+            c: normal([batch, k, len, n], 0.0, 1.0),
+            d: Tensor::<1>::ones([k * d], dev),
+            bias: Tensor::<1>::random([k * d], Distribution::Uniform(-4.0, -2.0), dev),
+        };
+        let dy = normal([batch, k, len, d], 0.0, 1.0);
+        let order = ScanOrder::Sequential;
+        let opts = ScanOptions::default();
+        let fwd_ms = time_ms(ctx, iters, || {
+            let _ = scan_forward_raw(&input, order, opts);
+        })?;
+        let fwd_bwd_ms = time_ms(ctx, iters, || {
+            let (_, ckpt) = scan_forward_raw(&input, order, opts);
+            let _ = scan_backward_raw(&input, ckpt, dy.clone(), order, opts);
+        })?;
+        // Minimal traffic as BASELINE.md counts it: every input read once, every output
+        // written once (f32).
+        let seq = (batch * k * d * len) as f64 * 4.0;
+        let st = (batch * k * n * len) as f64 * 4.0;
+        let par = (k * d * (n + 2)) as f64 * 4.0;
+        let fwd_bytes = 2.0 * seq + 2.0 * st + par + seq;
+        let bwd_bytes = 3.0 * seq + 2.0 * st + par + 2.0 * seq + 2.0 * st + par;
+        let (cf, cb) = CUDA_H100_MS[stage - 1];
+        let gbs = |bytes: f64, ms: f64| bytes / (ms * 1e-3) / 1e9;
+        let fwd_gb_s = gbs(fwd_bytes, fwd_ms);
+        let fwd_bwd_gb_s = gbs(fwd_bytes + bwd_bytes, fwd_bwd_ms);
+        rows.push(ScanBenchRow {
+            stage,
+            batch,
+            channels: k * d,
+            len,
+            states: n,
+            fwd_ms,
+            fwd_bwd_ms,
+            fwd_mb: fwd_bytes / 1e6,
+            fwd_bwd_mb: (fwd_bytes + bwd_bytes) / 1e6,
+            fwd_gb_s,
+            fwd_bwd_gb_s,
+            fwd_of_copy: fwd_gb_s / copy,
+            fwd_bwd_of_copy: fwd_bwd_gb_s / copy,
+            fwd_speedup_vs_cuda_h100: cf / fwd_ms,
+            fwd_bwd_speedup_vs_cuda_h100: cb / fwd_bwd_ms,
+        });
+    }
+    Ok(ScanBench {
+        adapter: ctx.adapter.name.clone(),
+        backend: ctx.adapter.backend.clone(),
+        driver: format!("{} {}", ctx.adapter.driver, ctx.adapter.driver_info),
+        copy_gb_s: copy,
+        iterations: iters,
+        rows,
+    })
+}
+
+impl ScanBench {
+    /// A Markdown table.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "adapter: {} ({}, {}); device-to-device copy: {:.0} GB/s; {} iterations\n\n",
+            self.adapter, self.backend, self.driver, self.copy_gb_s, self.iterations
+        );
+        s += "| stage | batch | K·D | L | fwd ms | fwd GB/s | fwd % copy | fwd vs CUDA H100 | fwd+bwd ms | fwd+bwd GB/s | fwd+bwd % copy | fwd+bwd vs CUDA H100 |\n";
+        s += "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+        for r in &self.rows {
+            s += &format!(
+                "| {} | {} | {} | {} | {:.3} | {:.0} | {:.1} % | {:.2}× | {:.3} | {:.0} | {:.1} % | {:.2}× |\n",
+                r.stage,
+                r.batch,
+                r.channels,
+                r.len,
+                r.fwd_ms,
+                r.fwd_gb_s,
+                100.0 * r.fwd_of_copy,
+                r.fwd_speedup_vs_cuda_h100,
+                r.fwd_bwd_ms,
+                r.fwd_bwd_gb_s,
+                100.0 * r.fwd_bwd_of_copy,
+                r.fwd_bwd_speedup_vs_cuda_h100
+            );
+        }
+        s
+    }
+}

@@ -1,0 +1,397 @@
+//! Choosing a GPU, creating its device with the adapter's real limits, and handing it to burn.
+//!
+//! Environment:
+//! - `MEDSEG_BACKEND`: `vulkan`, `metal`, `dx12`, `gl`, `webgpu` or `all` (default: the
+//!   platform's primary APIs, like wgpu's `Backends::PRIMARY`).
+//! - `MEDSEG_ADAPTER`: a number (index in `medseg gpu-info`'s list) or a case-insensitive part
+//!   of the adapter's name.
+
+use crate::error::GpuError;
+use burn::backend::wgpu::{wgpu, WgpuSetup};
+use burn::tensor::Device;
+
+/// Limits our kernels care about, copied from the device that was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelLimits {
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_storage_buffers_per_shader_stage: u32,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_compute_workgroups_per_dimension: u32,
+}
+
+impl KernelLimits {
+    pub fn from_wgpu(limits: &wgpu::Limits) -> Self {
+        Self {
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_buffer_size: limits.max_buffer_size,
+            max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
+            max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+        }
+    }
+
+    /// What every medseg kernel needs at least (the scan's backward binds 10 buffers, uses
+    /// 256 invocations and 8 KiB of workgroup memory).
+    pub const REQUIRED: KernelLimits = KernelLimits {
+        max_storage_buffer_binding_size: 16 << 20,
+        max_buffer_size: 16 << 20,
+        max_storage_buffers_per_shader_stage: 10,
+        max_compute_workgroup_storage_size: 16 << 10,
+        max_compute_invocations_per_workgroup: 256,
+        max_compute_workgroups_per_dimension: 65_535,
+    };
+
+    /// Check these limits against `need`; the first shortfall becomes a typed error.
+    pub fn check(&self, need: &KernelLimits, adapter: &str, job: &str) -> Result<(), GpuError> {
+        let rows: [(&'static str, u64, u64); 6] = [
+            (
+                "max_storage_buffer_binding_size",
+                self.max_storage_buffer_binding_size,
+                need.max_storage_buffer_binding_size,
+            ),
+            (
+                "max_buffer_size",
+                self.max_buffer_size,
+                need.max_buffer_size,
+            ),
+            (
+                "max_storage_buffers_per_shader_stage",
+                self.max_storage_buffers_per_shader_stage as u64,
+                need.max_storage_buffers_per_shader_stage as u64,
+            ),
+            (
+                "max_compute_workgroup_storage_size",
+                self.max_compute_workgroup_storage_size as u64,
+                need.max_compute_workgroup_storage_size as u64,
+            ),
+            (
+                "max_compute_invocations_per_workgroup",
+                self.max_compute_invocations_per_workgroup as u64,
+                need.max_compute_invocations_per_workgroup as u64,
+            ),
+            (
+                "max_compute_workgroups_per_dimension",
+                self.max_compute_workgroups_per_dimension as u64,
+                need.max_compute_workgroups_per_dimension as u64,
+            ),
+        ];
+        for (limit, have, need) in rows {
+            if have < need {
+                return Err(GpuError::LimitTooSmall {
+                    adapter: adapter.to_string(),
+                    job: job.to_string(),
+                    limit,
+                    have,
+                    need,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A description of the adapter behind a [`GpuContext`].
+#[derive(Debug, Clone)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub vendor: u32,
+    pub device_id: u32,
+    pub subgroups: bool,
+    pub shader_f16: bool,
+    pub timestamp_query: bool,
+}
+
+impl AdapterSummary {
+    fn new(info: &wgpu::AdapterInfo, features: wgpu::Features) -> Self {
+        Self {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+            vendor: info.vendor,
+            device_id: info.device,
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        }
+    }
+}
+
+/// A GPU that burn computes on, with what we know about it.
+#[derive(Clone)]
+pub struct GpuContext {
+    /// The burn device (wgpu runtime) that tensors are created on.
+    pub device: Device,
+    pub adapter: AdapterSummary,
+    pub limits: KernelLimits,
+    /// The wgpu handles, shared with whoever else draws or computes on this device.
+    pub wgpu_device: wgpu::Device,
+    pub wgpu_queue: wgpu::Queue,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.adapter)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parse `MEDSEG_BACKEND`.
+pub fn backends_from_env() -> Result<wgpu::Backends, GpuError> {
+    match std::env::var("MEDSEG_BACKEND") {
+        Ok(v) if !v.trim().is_empty() => parse_backends(&v),
+        _ => Ok(wgpu::Backends::PRIMARY | wgpu::Backends::GL),
+    }
+}
+
+fn parse_backends(value: &str) -> Result<wgpu::Backends, GpuError> {
+    let mut out = wgpu::Backends::empty();
+    for part in value.split(',') {
+        out |= match part.trim().to_ascii_lowercase().as_str() {
+            "vulkan" | "vk" => wgpu::Backends::VULKAN,
+            "metal" | "mtl" => wgpu::Backends::METAL,
+            "dx12" | "d3d12" => wgpu::Backends::DX12,
+            "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+            "webgpu" | "browser" => wgpu::Backends::BROWSER_WEBGPU,
+            "all" => wgpu::Backends::all(),
+            other => return Err(GpuError::UnknownBackend(other.to_string())),
+        };
+    }
+    Ok(out)
+}
+
+fn type_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+fn backend_rank(b: wgpu::Backend) -> u32 {
+    match b {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        wgpu::Backend::BrowserWebGpu => 1,
+        _ => 2,
+    }
+}
+
+/// Adapters in order of preference: discrete before integrated before software, native
+/// APIs before GL, then by name so that the order is stable.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn list_adapters(instance: &wgpu::Instance, backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
+    adapters.sort_by_key(|a| {
+        let info = a.get_info();
+        (
+            type_rank(info.device_type),
+            backend_rank(info.backend),
+            info.name.clone(),
+        )
+    });
+    adapters
+}
+
+/// Pick an adapter from a sorted list by `MEDSEG_ADAPTER` (index or name part), else the first.
+pub fn pick_adapter(
+    adapters: Vec<wgpu::Adapter>,
+    filter: Option<&str>,
+) -> Result<wgpu::Adapter, GpuError> {
+    let names: Vec<String> = adapters
+        .iter()
+        .map(|a| {
+            let i = a.get_info();
+            format!("{} ({:?})", i.name, i.backend)
+        })
+        .collect();
+    let hint = if names.is_empty() {
+        "install a GPU driver, or Mesa's software Vulkan (Debian: apt-get install mesa-vulkan-drivers)"
+            .to_string()
+    } else {
+        format!("available: {}", names.join(", "))
+    };
+    let mut adapters = adapters;
+    match filter.map(str::trim).filter(|f| !f.is_empty()) {
+        None => {
+            if adapters.is_empty() {
+                Err(GpuError::NoAdapter {
+                    filter: String::new(),
+                    hint,
+                })
+            } else {
+                Ok(adapters.remove(0))
+            }
+        }
+        Some(f) => {
+            let pos = match f.parse::<usize>() {
+                Ok(i) if i < adapters.len() => Some(i),
+                _ => {
+                    let needle = f.to_ascii_lowercase();
+                    adapters
+                        .iter()
+                        .position(|a| a.get_info().name.to_ascii_lowercase().contains(&needle))
+                }
+            };
+            match pos {
+                Some(i) => Ok(adapters.remove(i)),
+                None => Err(GpuError::NoAdapter {
+                    filter: format!(" matching MEDSEG_ADAPTER='{f}'"),
+                    hint,
+                }),
+            }
+        }
+    }
+}
+
+/// The device descriptor medseg asks every adapter for: all its features (but mappable
+/// primary buffers, which slow down ordinary buffers on discrete GPUs) and all its limits,
+/// not WebGPU's defaults. The GUI uses the same descriptor for the device it creates.
+pub fn device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
+    wgpu::DeviceDescriptor {
+        label: Some("medseg"),
+        required_features: adapter
+            .features()
+            .difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+        required_limits: adapter.limits(),
+        memory_hints: wgpu::MemoryHints::MemoryUsage,
+        trace: wgpu::Trace::Off,
+        experimental_features: wgpu::ExperimentalFeatures::disabled(),
+    }
+}
+
+impl GpuContext {
+    /// Find an adapter (see the module docs for the environment variables), create its
+    /// device and start burn on it.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn create() -> Result<Self, GpuError> {
+        let backends = backends_from_env()?;
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.backends = backends;
+        let instance = wgpu::Instance::new(desc);
+        let adapters = list_adapters(&instance, backends);
+        let filter = std::env::var("MEDSEG_ADAPTER").ok();
+        let adapter = pick_adapter(adapters, filter.as_deref())?;
+        let name = adapter.get_info().name;
+        let (device, queue) = pollster::block_on(
+            adapter.request_device(&device_descriptor(&adapter)),
+        )
+        .map_err(|e| GpuError::RequestDevice {
+            adapter: name.clone(),
+            message: e.to_string(),
+        })?;
+        Self::from_wgpu(instance, adapter, device, queue)
+    }
+
+    /// Start burn on a device that someone else created (the GUI hands over eframe's).
+    /// The device should have been requested with [`device_descriptor`]; its limits are
+    /// checked against what medseg's kernels need.
+    pub fn from_wgpu(
+        instance: wgpu::Instance,
+        adapter: wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+    ) -> Result<Self, GpuError> {
+        let info = adapter.get_info();
+        let summary = AdapterSummary::new(&info, device.features());
+        let limits = KernelLimits::from_wgpu(&device.limits());
+        limits.check(&KernelLimits::REQUIRED, &info.name, "medseg's kernels")?;
+        let setup = WgpuSetup {
+            instance,
+            adapter,
+            device: device.clone(),
+            queue: queue.clone(),
+            backend: info.backend,
+        };
+        let burn_device =
+            Device::wgpu_options()
+                .setup(setup)
+                .init()
+                .map_err(|e| GpuError::Runtime {
+                    adapter: info.name.clone(),
+                    message: e.to_string(),
+                })?;
+        set_binding_limit(limits.max_storage_buffer_binding_size);
+        Ok(Self {
+            device: burn_device,
+            adapter: summary,
+            limits,
+            wgpu_device: device,
+            wgpu_queue: queue,
+        })
+    }
+
+    /// The burn device with autodiff enabled, for training.
+    pub fn autodiff_device(&self) -> Device {
+        self.device.clone().autodiff()
+    }
+}
+
+static BINDING_LIMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(128 << 20);
+
+fn set_binding_limit(bytes: u64) {
+    BINDING_LIMIT.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Largest storage binding (bytes) any created device allows; ops split work above it.
+/// WebGPU's default (128 MiB) until a context has been created.
+pub fn binding_limit() -> u64 {
+    BINDING_LIMIT.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Whether tests must fail instead of skip when no adapter is found.
+pub fn gpu_required() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+        || std::env::var_os("MEDSEG_REQUIRE_GPU").is_some_and(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_names_parse() {
+        assert_eq!(parse_backends("vulkan").unwrap(), wgpu::Backends::VULKAN);
+        assert_eq!(
+            parse_backends("Vulkan, gl").unwrap(),
+            wgpu::Backends::VULKAN | wgpu::Backends::GL
+        );
+        assert!(matches!(
+            parse_backends("cuda"),
+            Err(GpuError::UnknownBackend(name)) if name == "cuda"
+        ));
+    }
+
+    #[test]
+    fn limit_shortfall_names_the_limit() {
+        let mut small = KernelLimits::REQUIRED;
+        small.max_storage_buffers_per_shader_stage = 8;
+        let err = small
+            .check(&KernelLimits::REQUIRED, "tiny gpu", "the scan")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max_storage_buffers_per_shader_stage is 8, 10 needed"),
+            "{err}"
+        );
+        assert!(err.contains("tiny gpu"), "{err}");
+    }
+
+    #[test]
+    fn no_adapter_is_a_clear_error() {
+        let err = pick_adapter(Vec::new(), None).unwrap_err().to_string();
+        assert!(err.contains("no GPU adapter found"), "{err}");
+        assert!(err.contains("mesa-vulkan-drivers"), "{err}");
+    }
+}

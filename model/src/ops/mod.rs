@@ -1,0 +1,3 @@
+//! Hand-written GPU ops that burn's autodiff differentiates through our own backward kernels.
+
+pub mod scan;

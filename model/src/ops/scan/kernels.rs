@@ -1,0 +1,311 @@
+//! Launching the WGSL scan kernels on burn's own buffers (CubeCL's raw-source route).
+
+use super::geometry::{ScanGeometry, BACKWARD_WORKGROUP, CHANNEL_WORKGROUP};
+use super::{geometry_of, ScanForward, ScanGrads, ScanKernels, ScanOps};
+use crate::shaders::{self, ShaderFile};
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::wgpu::{
+    into_contiguous, CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate,
+};
+use burn::cubecl::prelude::KernelId;
+use burn::cubecl::server::KernelArguments;
+use burn::cubecl::{CubeCount, CubeDim};
+use burn::tensor::{DType, Shape, Slice};
+
+/// One composed WGSL file as a CubeCL kernel.
+struct Wgsl {
+    file: &'static ShaderFile,
+}
+
+impl KernelSource for Wgsl {
+    fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(shaders::compose(self.file))
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info(self.file.name)
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+fn empty(like: &CubeTensor, dims: Vec<usize>) -> CubeTensor {
+    let shape = Shape::from(dims);
+    let bytes = (shape.num_elements() * DType::F32.size()).max(4);
+    let handle = like.client.empty(bytes);
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        handle,
+        DType::F32,
+    )
+}
+
+fn launch(
+    file: &'static ShaderFile,
+    workgroup: u32,
+    count: [usize; 3],
+    buffers: &[&CubeTensor],
+    params: &[u32],
+) {
+    let client = &buffers[0].client;
+    let params = client.create_from_slice(bytemuck::cast_slice(params));
+    let mut bindings: Vec<_> = buffers.iter().map(|t| t.handle.clone().binding()).collect();
+    bindings.push(params.binding());
+    client.launch(
+        Box::new(SourceKernel::new(Wgsl { file }, CubeDim::new_1d(workgroup))),
+        CubeCount::Static(count[0] as u32, count[1] as u32, count[2] as u32),
+        KernelArguments::new().with_buffers(bindings),
+    );
+}
+
+type Cb = CubeBackend;
+
+fn dims(t: &CubeTensor) -> Vec<usize> {
+    t.meta.shape().iter().copied().collect()
+}
+
+/// [B; C] stacked as (2·B·K, L, N) and [A | D | bias] as (K·E, N + 2).
+fn pack(
+    a: CubeTensor,
+    b: CubeTensor,
+    c: CubeTensor,
+    d: CubeTensor,
+    bias: CubeTensor,
+    g: &ScanGeometry,
+) -> (CubeTensor, CubeTensor) {
+    let ke = g.dirs * g.channels;
+    let bc = into_contiguous(Cb::float_cat(vec![b, c], 0));
+    let d = Cb::float_reshape(d, Shape::from(vec![ke, 1]));
+    let bias = Cb::float_reshape(bias, Shape::from(vec![ke, 1]));
+    let coef = into_contiguous(Cb::float_cat(vec![a, d, bias], 1));
+    (bc, coef)
+}
+
+fn flat_slice(t: CubeTensor, start: usize, len: usize, dims: Vec<usize>) -> CubeTensor {
+    let s = Cb::float_slice(
+        t,
+        &[Slice::new(start as isize, Some((start + len) as isize), 1)],
+    );
+    Cb::float_reshape(s, Shape::from(dims))
+}
+
+impl ScanKernels for CubeBackend {
+    fn scan_forward(
+        u: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        mode: u32,
+        height: usize,
+        width: usize,
+        group_chunks: usize,
+    ) -> ScanForward<Self> {
+        let g = geometry_of(
+            u.meta.shape(),
+            delta.meta.shape(),
+            a.meta.shape(),
+            b.meta.shape(),
+            c.meta.shape(),
+            d.meta.shape()[0],
+            bias.meta.shape()[0],
+            mode,
+            height,
+            width,
+            group_chunks,
+        );
+        let u = into_contiguous(u);
+        let delta = into_contiguous(delta);
+        let (bc, coef) = pack(a, b, c, d, bias, &g);
+        let bk = g.batch * g.dirs;
+        let x = g.channels.div_ceil(CHANNEL_WORKGROUP as usize);
+        let agg_len = if g.fwd_groups > 1 {
+            2 * bk * g.fwd_groups * g.states * g.channels
+        } else {
+            1
+        };
+        let agg = empty(&u, vec![agg_len]);
+        let words = g.words(g.fwd_group_chunks, g.fwd_groups, false);
+        if g.fwd_groups > 1 {
+            launch(
+                &shaders::SCAN_REDUCE,
+                CHANNEL_WORKGROUP,
+                [x, g.fwd_groups, bk],
+                &[&u, &delta, &bc, &coef, &agg],
+                &words,
+            );
+            launch(
+                &shaders::SCAN_CARRY,
+                CHANNEL_WORKGROUP,
+                [x, g.states, bk],
+                &[&agg],
+                &words,
+            );
+        }
+        let y = empty(&u, dims(&delta));
+        let ckpt = empty(&u, vec![bk, g.n_chunks, g.states, g.channels]);
+        launch(
+            &shaders::SCAN_FORWARD,
+            CHANNEL_WORKGROUP,
+            [x, g.fwd_groups, bk],
+            &[&u, &delta, &bc, &coef, &agg, &y, &ckpt],
+            &words,
+        );
+        ScanForward { y, ckpt }
+    }
+
+    fn scan_backward(
+        u: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        ckpt: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        mode: u32,
+        height: usize,
+        width: usize,
+        group_chunks: usize,
+    ) -> ScanGrads<Self> {
+        let g = geometry_of(
+            u.meta.shape(),
+            delta.meta.shape(),
+            a.meta.shape(),
+            b.meta.shape(),
+            c.meta.shape(),
+            d.meta.shape()[0],
+            bias.meta.shape()[0],
+            mode,
+            height,
+            width,
+            group_chunks,
+        );
+        let u = into_contiguous(u);
+        let delta = into_contiguous(delta);
+        let dy = into_contiguous(dy);
+        let ckpt = into_contiguous(ckpt);
+        let (bc, coef) = pack(a, b, c, d, bias, &g);
+        let bk = g.batch * g.dirs;
+        let ke = g.dirs * g.channels;
+        let words = g.words(g.bwd_group_chunks, g.bwd_groups, true);
+        let agg_len = if g.bwd_groups > 1 {
+            2 * bk * g.bwd_groups * g.states * g.channels
+        } else {
+            1
+        };
+        let agg = empty(&u, vec![agg_len]);
+        if g.bwd_groups > 1 {
+            let x = g.channels.div_ceil(CHANNEL_WORKGROUP as usize);
+            launch(
+                &shaders::SCAN_BACKWARD_REDUCE,
+                CHANNEL_WORKGROUP,
+                [x, g.bwd_groups, bk],
+                &[&delta, &bc, &coef, &dy, &agg],
+                &words,
+            );
+            launch(
+                &shaders::SCAN_CARRY,
+                CHANNEL_WORKGROUP,
+                [x, g.states, bk],
+                &[&agg],
+                &words,
+            );
+        }
+        let seq = bk * g.len * g.channels;
+        let q = bk * g.n_egroups * g.len * g.states;
+        let da_len = bk * g.bwd_groups * g.channels * g.states;
+        let dud = empty(&u, vec![2 * seq]);
+        let dpart = empty(&u, vec![2 * q + da_len]);
+        launch(
+            &shaders::SCAN_BACKWARD,
+            BACKWARD_WORKGROUP,
+            [g.n_egroups, g.bwd_groups, bk],
+            &[&u, &delta, &bc, &coef, &dy, &ckpt, &agg, &dud, &dpart],
+            &words,
+        );
+
+        let seq_dims = vec![g.batch, g.dirs, g.len, g.channels];
+        let mut du = flat_slice(dud.clone(), 0, seq, seq_dims.clone());
+        if g.u_dirs == 1 && g.dirs > 1 {
+            du = Cb::float_sum_dim(du, 1);
+        }
+        let ddelta = flat_slice(dud, seq, seq, seq_dims);
+        let part = |start: usize| {
+            let p = flat_slice(
+                dpart.clone(),
+                start,
+                q,
+                vec![bk, g.n_egroups, g.len * g.states],
+            );
+            Cb::float_reshape(
+                Cb::float_sum_dim(p, 1),
+                Shape::from(vec![g.batch, g.dirs, g.len, g.states]),
+            )
+        };
+        let db = part(0);
+        let dc = part(q);
+        let da = flat_slice(
+            dpart,
+            2 * q,
+            da_len,
+            vec![g.batch, g.dirs, g.bwd_groups, g.channels * g.states],
+        );
+        let da = Cb::float_sum_dim(Cb::float_sum_dim(da, 0), 2);
+        let da = Cb::float_reshape(da, Shape::from(vec![ke, g.states]));
+        let per_channel = |t: CubeTensor| {
+            let s = Cb::float_sum_dim(Cb::float_sum_dim(t, 0), 2);
+            Cb::float_reshape(s, Shape::from(vec![ke]))
+        };
+        let dd = per_channel(Cb::float_mul(dy, u));
+        let dbias = per_channel(ddelta.clone());
+        ScanGrads {
+            du,
+            ddelta,
+            da,
+            db,
+            dc,
+            dd,
+            dbias,
+        }
+    }
+}
+
+impl ScanOps for CubeBackend {
+    fn selective_scan(
+        u: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        d: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        mode: u32,
+        height: usize,
+        width: usize,
+        group_chunks: usize,
+    ) -> FloatTensor<Self> {
+        Self::scan_forward(
+            u,
+            delta,
+            a,
+            b,
+            c,
+            d,
+            bias,
+            mode,
+            height,
+            width,
+            group_chunks,
+        )
+        .y
+    }
+}

@@ -1,0 +1,3 @@
+//! Plain-Rust (f64) twins of the GPU kernels, for tests and for checking a device.
+
+pub mod scan;

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what medseg's build and tests need on a fresh Debian machine, when missing:
+# Mesa's software Vulkan (lavapipe) so the GPU code has an adapter without a GPU, and the
+# wasm32 target for the browser build's check. Safe to run repeatedly.
+set -euo pipefail
+
+need_apt=()
+if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 && ! ls /usr/share/vulkan/icd.d/*.json >/dev/null 2>&1; then
+    need_apt+=(mesa-vulkan-drivers)
+fi
+if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
+    need_apt+=(libvulkan1)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "installing ${need_apt[*]} (Vulkan loader and Mesa lavapipe)"
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+if command -v rustup >/dev/null 2>&1; then
+    if ! rustup target list --installed | grep -q '^wasm32-unknown-unknown$'; then
+        rustup target add wasm32-unknown-unknown || {
+            echo "error: could not add the wasm32-unknown-unknown target (rustup target add wasm32-unknown-unknown)" >&2
+            exit 1
+        }
+    fi
+fi

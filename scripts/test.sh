@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, clippy, the one-wgpu/one-naga rule, the wasm32 check of
+# the model crate, every test (GPU tests on whatever adapter is present, Mesa lavapipe in CI)
+# and the fixture check from the command line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/ensure-deps.sh
+# Keep the (large) build outside the clone so later runs on this machine reuse it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/medseg/target}"
+export CARGO_TERM_COLOR=never
+# GPU tests fail instead of skipping when no adapter is found.
+export MEDSEG_REQUIRE_GPU=1
+
+step() { echo; echo "=== $* ==="; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "one wgpu and one naga in the dependency graph"
+dups=$(cargo tree --workspace -d -e normal --target all 2>/dev/null | grep -E '^(wgpu|naga|wgpu-core|wgpu-hal|wgpu-types) v' || true)
+if [ -n "$dups" ]; then
+    echo "error: more than one version of wgpu/naga in the graph:" >&2
+    echo "$dups" >&2
+    exit 1
+fi
+cargo tree --workspace -e normal -i wgpu@30 >/dev/null
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo check the model crate for wasm32-unknown-unknown"
+cargo check -p medseg-model --target wasm32-unknown-unknown
+
+step "cargo test"
+cargo test --workspace -- --test-threads 2
+
+step "medseg check-fixtures ../shared/fixtures"
+cargo run -q -p medseg -- check-fixtures ../shared/fixtures

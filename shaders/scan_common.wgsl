@@ -1,0 +1,69 @@
+// Helpers shared by the selective-scan kernels. The loader appends this file to every
+// `scan_*.wgsl` kernel (module-scope declarations in WGSL are order independent), so line
+// numbers inside a kernel file stay the file's own.
+
+// Parameter block: word offsets into the `params: array<u32>` binding of every scan kernel.
+// The host side writes it in model/src/ops/scan/launch.rs (`ScanParams::words`).
+const P_BATCH: u32 = 0u;        // sequences' batch size B
+const P_DIRS: u32 = 1u;         // directions K
+const P_CHANNELS: u32 = 2u;     // channels per direction E
+const P_LEN: u32 = 3u;          // sequence length L
+const P_STATES: u32 = 4u;       // states N
+const P_MODE: u32 = 5u;         // 0: every direction walks 0..L; 1: SS2D cross-scan over an H x W map
+const P_HEIGHT: u32 = 6u;       // map height (mode 1)
+const P_WIDTH: u32 = 7u;        // map width (mode 1)
+const P_U_DIRS: u32 = 8u;       // 1 when u is shared by all directions, else K
+const P_CHUNK: u32 = 9u;        // positions per checkpoint chunk
+const P_NCHUNKS: u32 = 10u;     // ceil(L / chunk)
+const P_GROUP_CHUNKS: u32 = 11u; // chunks walked by one work item
+const P_NGROUPS: u32 = 12u;     // ceil(nchunks / group_chunks)
+const P_REVERSE: u32 = 13u;     // carry kernel: 1 walks the groups from last to first
+const P_LANES_N: u32 = 14u;     // backward: state lanes per workgroup (power of two >= N)
+const P_LANES_E: u32 = 15u;     // backward: channels per workgroup (256 / lanes_n)
+const P_NEGROUPS: u32 = 16u;    // backward: ceil(E / lanes_e)
+const P_WORDS: u32 = 17u;
+
+const LOG2E: f32 = 1.4426950408889634;
+// States kept in registers by one invocation; larger N is walked in blocks of this size.
+const STATE_BLOCK: u32 = 16u;
+
+// Spatial index (row-major over the H x W map, or plain position in mode 0) of the
+// `pos`-th element that direction `k` visits. SS2D: k = 0 row-major, 1 column-major,
+// 2 and 3 the reverses of 0 and 1.
+fn spatial_index(mode: u32, k: u32, pos: u32, len: u32, height: u32, width: u32) -> u32 {
+    if (mode == 0u) {
+        return pos;
+    }
+    var q = pos;
+    if ((k & 2u) != 0u) {
+        q = len - 1u - pos;
+    }
+    if ((k & 1u) == 0u) {
+        return q;
+    }
+    let h = q % height;
+    let w = q / height;
+    return h * width + w;
+}
+
+// softplus(s) = log(1 + e^s), taken as s above 20 like the reference implementation.
+// log1p is evaluated with the (1 + x) - 1 correction so small e^s keep their precision.
+fn softplus(s: f32) -> f32 {
+    if (s > 20.0) {
+        return s;
+    }
+    let x = exp(s);
+    let w = 1.0 + x;
+    if (w == 1.0) {
+        return x;
+    }
+    return log(w) * (x / (w - 1.0));
+}
+
+// d softplus / ds, consistent with `softplus` above.
+fn softplus_grad(s: f32) -> f32 {
+    if (s > 20.0) {
+        return 1.0;
+    }
+    return 1.0 / (1.0 + exp(-s));
+}
