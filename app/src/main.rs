@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use medseg_model::fixtures;
 use medseg_model::gpu::GpuContext;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -102,7 +102,7 @@ fn gpu_info() -> Result<(), String> {
     Ok(())
 }
 
-fn check_fixtures(dir: &PathBuf) -> Result<bool, String> {
+fn check_fixtures(dir: &Path) -> Result<bool, String> {
     let ctx = gpu()?;
     println!(
         "checking fixtures in {} on {} ({})",

@@ -45,7 +45,7 @@ pub struct ScanBench {
 
 /// Device-to-device copy bandwidth (read + write counted) in GB/s.
 pub fn copy_bandwidth(ctx: &GpuContext, iters: usize) -> f64 {
-    let bytes = (256u64 << 20).min(ctx.limits.max_buffer_size / 2 & !3);
+    let bytes = (256u64 << 20).min((ctx.limits.max_buffer_size / 2) & !3);
     let make = |label| {
         ctx.wgpu_device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),

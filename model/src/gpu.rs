@@ -24,7 +24,7 @@ pub struct KernelLimits {
 impl KernelLimits {
     pub fn from_wgpu(limits: &wgpu::Limits) -> Self {
         Self {
-            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
             max_buffer_size: limits.max_buffer_size,
             max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
             max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
@@ -255,15 +255,18 @@ pub fn pick_adapter(
     }
 }
 
-/// The device descriptor medseg asks every adapter for: all its features (but mappable
-/// primary buffers, which slow down ordinary buffers on discrete GPUs) and all its limits,
-/// not WebGPU's defaults. The GUI uses the same descriptor for the device it creates.
+/// The device descriptor medseg asks every adapter for: all its features and all its limits,
+/// not WebGPU's defaults — except mappable primary buffers (they slow ordinary buffers down
+/// on discrete GPUs) and wgpu's experimental features (a device asking for those is refused
+/// unless experimental features are switched on, as NVIDIA's driver showed). The GUI uses
+/// the same descriptor for the device it creates.
 pub fn device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
     wgpu::DeviceDescriptor {
         label: Some("medseg"),
         required_features: adapter
             .features()
-            .difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+            .difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS)
+            .difference(wgpu::Features::all_experimental_mask()),
         required_limits: adapter.limits(),
         memory_hints: wgpu::MemoryHints::MemoryUsage,
         trace: wgpu::Trace::Off,

@@ -45,7 +45,7 @@ pub fn shared_dir() -> PathBuf {
 pub struct Lcg(pub u64);
 
 impl Lcg {
-    pub fn next(&mut self) -> f64 {
+    pub fn uniform(&mut self) -> f64 {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)
@@ -53,6 +53,6 @@ impl Lcg {
         ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
     }
     pub fn vec(&mut self, n: usize, offset: f64, scale: f64) -> Vec<f64> {
-        (0..n).map(|_| offset + scale * self.next()).collect()
+        (0..n).map(|_| offset + scale * self.uniform()).collect()
     }
 }

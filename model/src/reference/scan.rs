@@ -296,7 +296,8 @@ mod tests {
         let g = p.backward(&dy);
         let loss = |q: &ScanInputs| q.forward().iter().zip(&dy).map(|(a, b)| a * b).sum::<f64>();
         let eps = 1e-6;
-        let fields: [(&str, fn(&mut ScanInputs) -> &mut Vec<f64>, &Vec<f64>); 7] = [
+        type Field = fn(&mut ScanInputs) -> &mut Vec<f64>;
+        let fields: [(&str, Field, &Vec<f64>); 7] = [
             ("u", |q| &mut q.u, &g.du),
             ("delta", |q| &mut q.delta, &g.ddelta),
             ("a", |q| &mut q.a, &g.da),
@@ -306,17 +307,16 @@ mod tests {
             ("bias", |q| &mut q.bias, &g.dbias),
         ];
         for (name, field, grad) in fields {
-            let n = field(&mut p.clone()).len();
-            for i in 0..n {
+            assert_eq!(field(&mut p.clone()).len(), grad.len(), "{name}");
+            for (i, &gi) in grad.iter().enumerate() {
                 let mut hi = p.clone();
                 field(&mut hi)[i] += eps;
                 let mut lo = p.clone();
                 field(&mut lo)[i] -= eps;
                 let fd = (loss(&hi) - loss(&lo)) / (2.0 * eps);
                 assert!(
-                    (fd - grad[i]).abs() <= 1e-6 * (1.0 + fd.abs()),
-                    "{name}[{i}]: fd {fd} vs {}",
-                    grad[i]
+                    (fd - gi).abs() <= 1e-6 * (1.0 + fd.abs()),
+                    "{name}[{i}]: fd {fd} vs {gi}"
                 );
             }
         }

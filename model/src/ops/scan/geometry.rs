@@ -48,6 +48,7 @@ fn split(n_chunks: usize, groups_wanted: usize) -> (usize, usize) {
 impl ScanGeometry {
     /// Check shapes and choose the work split. `group_chunks` forces the number of chunks one
     /// work item walks (0: automatic, sized to the work available).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         u: [usize; 4],
         delta: [usize; 4],
