@@ -1,14 +1,16 @@
 // @append scan_common.wgsl
 // Selective scan, backward pass 3 of 3 (apply). A workgroup owns one batch*direction bk, one
-// group of positions and LANES_E channels x LANES_N states (one (e, n) pair per invocation).
-// It walks the group's checkpoint chunks from last to first; per chunk it
-//   (a) restarts the forward recurrence from the saved state and keeps h_{t-1} in registers,
+// group of positions, LANES_E channels and one block of LANES_N states: one (e, n) pair per
+// invocation. It walks the group's checkpoint chunks from last to first; per chunk it
+//   (a) restarts the forward recurrence from the saved state, keeping h_{t-1} per position,
 //   (b) walks back with the adjoint lambda_t = g_t C_t[n] + a_{t+1} lambda_{t+1}, entering
 //       the group with pass 2's carry,
-// and reduces the per-(e, n) terms in workgroup memory: over n for du and d(delta), over the
-// workgroup's channels for dB and dC (partial sums per channel group, summed by the host).
-//   dud   = [du (B, K, L, E) | ddelta (B, K, L, E)]
-//   dpart = [dB (B*K, NEG, L, N) | dC (B*K, NEG, L, N) | dA ((B*K*NG + ...) , E, N)]
+// and reduces the per-(e, n) terms in workgroup memory: over n for du and d(delta) (partial
+// per state block), over the workgroup's channels for dB and dC (partial per channel group);
+// the host sums the partials. Inputs of each tile of TILE positions are staged in workgroup
+// memory once (softplus included), so the per-position loop reads no global memory.
+//   dud   = [du (NB, B, K, L, E) | ddelta (NB, B, K, L, E)]
+//   dpart = [dB (B*K, NEG, L, N) | dC (B*K, NEG, L, N) | dA (B*K, NG, E, N)]
 // Control flow around barriers depends only on workgroup-uniform values (workgroup_id and
 // values read through workgroupUniformLoad), as WGSL's uniformity rules require.
 
@@ -24,14 +26,74 @@
 @group(0) @binding(9) var<storage, read_write> params: array<u32>;
 
 const WORKGROUP: u32 = 256u;
-// Largest checkpoint chunk: h_{t-1} of one chunk is kept in registers.
+const LANES_E: u32 = 16u;
+const LANES_N: u32 = 16u;
+// Checkpoint chunk (positions); h_{t-1} of one chunk is kept per invocation.
 const MAX_CHUNK: u32 = 32u;
+// Positions staged in workgroup memory at a time.
+const TILE: u32 = 16u;
 
+// Staged tile: [position][channel] for delta (softplus), its derivative, u and dy;
+// [position][state] for B and C.
+var<workgroup> s_dt: array<f32, 256>;
+var<workgroup> s_sg: array<f32, 256>;
+var<workgroup> s_u: array<f32, 256>;
+var<workgroup> s_g: array<f32, 256>;
+var<workgroup> s_b: array<f32, 256>;
+var<workgroup> s_c: array<f32, 256>;
 // Two buffers x four terms (dd, du, db, dc) x WORKGROUP invocations.
 var<workgroup> red: array<f32, 2048>;
 var<workgroup> wg_p0: u32;
 var<workgroup> wg_p1: u32;
 var<workgroup> wg_chunk: u32;
+
+struct Tile {
+    mode: u32,
+    k: u32,
+    len: u32,
+    height: u32,
+    width: u32,
+    n_ch: u32,
+    n_pad: u32,
+    e0: u32,
+    n0: u32,
+    u_base: u32,
+    d_base: u32,
+    b_base: u32,
+    c_base: u32,
+    bias_base: u32,
+    coef_stride: u32,
+}
+
+// Stage positions [t, t + TILE) (those below t_end) into workgroup memory.
+fn stage(tl: Tile, idx: u32, t: u32, t_end: u32) {
+    let i = idx / LANES_E;
+    let j = idx % LANES_E;
+    let pos = t + i;
+    var dt = 0.0;
+    var sg = 0.0;
+    var uv = 0.0;
+    var gy = 0.0;
+    var bn = 0.0;
+    var cn = 0.0;
+    if (pos < t_end) {
+        let s = spatial_index(tl.mode, tl.k, pos, tl.len, tl.height, tl.width);
+        let e = min(tl.e0 + j, tl.n_ch - 1u);
+        let raw = delta[tl.d_base + s * tl.n_ch + e] + coef[tl.bias_base + e * tl.coef_stride];
+        dt = softplus(raw);
+        sg = softplus_grad(raw);
+        uv = u[tl.u_base + s * tl.n_ch + e];
+        gy = dy[tl.d_base + s * tl.n_ch + e];
+        bn = bc[tl.b_base + s * tl.n_pad + tl.n0 + j];
+        cn = bc[tl.c_base + s * tl.n_pad + tl.n0 + j];
+    }
+    s_dt[idx] = dt;
+    s_sg[idx] = sg;
+    s_u[idx] = uv;
+    s_g[idx] = gy;
+    s_b[idx] = bn;
+    s_c[idx] = cn;
+}
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) idx: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -39,22 +101,22 @@ fn main(@builtin(local_invocation_index) idx: u32, @builtin(workgroup_id) wid: v
     let n_dirs = params[P_DIRS];
     let len = params[P_LEN];
     let n_st = params[P_STATES];
-    let mode = params[P_MODE];
-    let height = params[P_HEIGHT];
-    let width = params[P_WIDTH];
+    let n_pad = params[P_STATES_PAD];
+    let n_blocks = params[P_NBLOCKS];
     let n_chunks = params[P_NCHUNKS];
     let n_groups = params[P_NGROUPS];
-    let lanes_e = params[P_LANES_E];
     let n_egroups = params[P_NEGROUPS];
     let batch = params[P_BATCH];
     let bk = wid.z;
     let b = bk / n_dirs;
     let k = bk % n_dirs;
     let g = wid.y;
-    let eg = wid.x;
-    let el = idx % lanes_e;
-    let n = idx / lanes_e;
-    let e = eg * lanes_e + el;
+    let eg = wid.x % n_egroups;
+    let nb = wid.x / n_egroups;
+    let el = idx % LANES_E;
+    let nl = idx / LANES_E;
+    let e = eg * LANES_E + el;
+    let n = nb * LANES_N + nl;
     let live = e < n_ch && n < n_st;
 
     if (idx == 0u) {
@@ -70,25 +132,35 @@ fn main(@builtin(local_invocation_index) idx: u32, @builtin(workgroup_id) wid: v
 
     let u_dirs = params[P_U_DIRS];
     let ku = select(k, 0u, u_dirs == 1u);
-    let u_base = (b * u_dirs + ku) * len * n_ch;
-    let d_base = bk * len * n_ch;
-    let b_base = bk * len * n_st;
-    let c_base = (batch * n_dirs + bk) * len * n_st;
-    let ch = k * n_ch + min(e, n_ch - 1u);
-    let coef_base = ch * (n_st + 2u);
+    let coef_stride = n_st + 2u;
+    var tl: Tile;
+    tl.mode = params[P_MODE];
+    tl.k = k;
+    tl.len = len;
+    tl.height = params[P_HEIGHT];
+    tl.width = params[P_WIDTH];
+    tl.n_ch = n_ch;
+    tl.n_pad = n_pad;
+    tl.e0 = eg * LANES_E;
+    tl.n0 = nb * LANES_N;
+    tl.u_base = (b * u_dirs + ku) * len * n_ch;
+    tl.d_base = bk * len * n_ch;
+    tl.b_base = bk * len * n_pad;
+    tl.c_base = (batch * n_dirs + bk) * len * n_pad;
+    tl.bias_base = k * n_ch * coef_stride + n_st + 1u;
+    tl.coef_stride = coef_stride;
+
+    let coef_base = (k * n_ch + min(e, n_ch - 1u)) * coef_stride;
     let a_n = select(0.0, coef[coef_base + min(n, n_st - 1u)], live);
     let a2 = a_n * LOG2E;
-    let skip = coef[coef_base + n_st];
-    let bias = coef[coef_base + n_st + 1u];
-    let m_agg = batch * n_dirs * n_groups * n_st * n_ch;
+    let skip = select(0.0, coef[coef_base + n_st], nb == 0u);
+    let m_agg = batch * n_dirs * n_groups * n_pad * n_ch;
     let bkle = batch * n_dirs * len * n_ch;
     let q = batch * n_dirs * n_egroups * len * n_st;
-    let e_ld = min(e, n_ch - 1u);
-    let n_ld = min(n, n_st - 1u);
 
     var mu = 0.0;
     if (n_groups > 1u && live) {
-        mu = agg[m_agg + ((bk * n_groups + g) * n_st + n) * n_ch + e];
+        mu = agg[m_agg + ((bk * n_groups + g) * n_pad + n) * n_ch + e];
     }
     var da_acc = 0.0;
     var hprev: array<f32, 32>;
@@ -103,70 +175,85 @@ fn main(@builtin(local_invocation_index) idx: u32, @builtin(workgroup_id) wid: v
         // (a) forward restart from the checkpoint.
         var h = 0.0;
         if (live) {
-            h = ckpt[((bk * n_chunks + c) * n_st + n) * n_ch + e];
+            h = ckpt[((bk * n_chunks + c) * n_pad + n) * n_ch + e];
         }
-        for (var i = 0u; i < MAX_CHUNK; i++) {
-            let pos = t0 + i;
-            if (pos < t1) {
-                let s = spatial_index(mode, k, pos, len, height, width);
-                let dt = softplus(delta[d_base + s * n_ch + e_ld] + bias);
-                let uv = u[u_base + s * n_ch + e_ld];
-                let bn = bc[b_base + s * n_st + n_ld];
-                hprev[i] = h;
-                h = exp2(dt * a2) * h + dt * uv * bn;
+        for (var tile = 0u; tile < MAX_CHUNK / TILE; tile++) {
+            let tb = t0 + tile * TILE;
+            if (tb < t1) {
+                stage(tl, idx, tb, t1);
+                workgroupBarrier();
+                for (var i = 0u; i < TILE; i++) {
+                    let r = i * LANES_E + el;
+                    let w = i * LANES_E + nl;
+                    hprev[tile * TILE + i] = h;
+                    h = exp2(s_dt[r] * a2) * h + s_dt[r] * s_u[r] * s_b[w];
+                }
+                workgroupBarrier();
             }
         }
         // (b) adjoint walk with the workgroup reductions.
-        for (var ii = 0u; ii < MAX_CHUNK; ii++) {
-            let i = MAX_CHUNK - 1u - ii;
-            let pos = t0 + i;
-            if (pos < t1) {
-                let s = spatial_index(mode, k, pos, len, height, width);
-                let draw = delta[d_base + s * n_ch + e_ld] + bias;
-                let dt = softplus(draw);
-                let uv = u[u_base + s * n_ch + e_ld];
-                let gy = dy[d_base + s * n_ch + e_ld];
-                let bn = bc[b_base + s * n_st + n_ld];
-                let cn = bc[c_base + s * n_st + n_ld];
-                let ab = exp2(dt * a2);
-                let hp = hprev[i];
-                let ht = ab * hp + dt * uv * bn;
-                var lam = 0.0;
-                if (live) {
-                    lam = gy * cn + mu;
-                }
-                da_acc += lam * dt * ab * hp;
-                mu = ab * lam;
-                let buf = (step & 1u) * 4u * WORKGROUP;
-                red[buf + idx] = lam * (a_n * ab * hp + bn * uv);
-                red[buf + WORKGROUP + idx] = lam * bn;
-                red[buf + 2u * WORKGROUP + idx] = lam * dt * uv;
-                red[buf + 3u * WORKGROUP + idx] = select(0.0, gy * ht, live);
-                step += 1u;
+        for (var tt = 0u; tt < MAX_CHUNK / TILE; tt++) {
+            let tile = MAX_CHUNK / TILE - 1u - tt;
+            let tb = t0 + tile * TILE;
+            if (tb < t1) {
+                stage(tl, idx, tb, t1);
                 workgroupBarrier();
-                if (idx < lanes_e && e < n_ch) {
-                    var sdd = 0.0;
-                    var sdu = 0.0;
-                    for (var j = 0u; j < WORKGROUP; j += lanes_e) {
-                        sdd += red[buf + j + idx];
-                        sdu += red[buf + WORKGROUP + j + idx];
+                for (var ii = 0u; ii < TILE; ii++) {
+                    let i = TILE - 1u - ii;
+                    let pos = tb + i;
+                    if (pos < t1) {
+                        let r = i * LANES_E + el;
+                        let w = i * LANES_E + nl;
+                        let dt = s_dt[r];
+                        let uv = s_u[r];
+                        let gy = s_g[r];
+                        let bn = s_b[w];
+                        let ab = exp2(dt * a2);
+                        let hp = hprev[tile * TILE + i];
+                        var lam = 0.0;
+                        if (live) {
+                            lam = gy * s_c[w] + mu;
+                        }
+                        da_acc += lam * dt * ab * hp;
+                        mu = ab * lam;
+                        let buf = (step & 1u) * 4u * WORKGROUP;
+                        red[buf + idx] = lam * (a_n * ab * hp + bn * uv);
+                        red[buf + WORKGROUP + idx] = lam * bn;
+                        red[buf + 2u * WORKGROUP + idx] = lam * dt * uv;
+                        red[buf + 3u * WORKGROUP + idx] = select(0.0, gy * (ab * hp + dt * uv * bn), live);
+                        step += 1u;
+                        workgroupBarrier();
+                        let s = spatial_index(tl.mode, k, pos, len, tl.height, tl.width);
+                        if (idx < LANES_E) {
+                            if (e < n_ch) {
+                                var sdd = 0.0;
+                                var sdu = 0.0;
+                                for (var j = 0u; j < LANES_N; j++) {
+                                    sdd += red[buf + j * LANES_E + idx];
+                                    sdu += red[buf + WORKGROUP + j * LANES_E + idx];
+                                }
+                                let o = nb * bkle + tl.d_base + s * n_ch + e;
+                                dud[o] = dt * sdu + skip * gy;
+                                dud[n_blocks * bkle + o] = sdd * s_sg[r];
+                            }
+                        } else if (idx >= 32u && idx < 32u + LANES_N) {
+                            let row = (idx - 32u) * LANES_E;
+                            let ns = nb * LANES_N + idx - 32u;
+                            if (ns < n_st) {
+                                var sdb = 0.0;
+                                var sdc = 0.0;
+                                for (var j = 0u; j < LANES_E; j++) {
+                                    sdb += red[buf + 2u * WORKGROUP + row + j];
+                                    sdc += red[buf + 3u * WORKGROUP + row + j];
+                                }
+                                let o = ((bk * n_egroups + eg) * len + s) * n_st + ns;
+                                dpart[o] = sdb;
+                                dpart[q + o] = sdc;
+                            }
+                        }
                     }
-                    let o = d_base + s * n_ch + e;
-                    dud[o] = dt * sdu + skip * gy;
-                    dud[bkle + o] = sdd * softplus_grad(draw);
                 }
-                if (idx < n_st) {
-                    var sdb = 0.0;
-                    var sdc = 0.0;
-                    let row = idx * lanes_e;
-                    for (var j = 0u; j < lanes_e; j++) {
-                        sdb += red[buf + 2u * WORKGROUP + row + j];
-                        sdc += red[buf + 3u * WORKGROUP + row + j];
-                    }
-                    let o = ((bk * n_egroups + eg) * len + s) * n_st + idx;
-                    dpart[o] = sdb;
-                    dpart[q + o] = sdc;
-                }
+                workgroupBarrier();
             }
         }
     }

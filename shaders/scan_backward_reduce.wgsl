@@ -7,11 +7,28 @@
 // dy (B, K, L, E) at spatial positions.
 
 @group(0) @binding(0) var<storage, read_write> delta: array<f32>;
-@group(0) @binding(1) var<storage, read_write> bc: array<f32>;
+@group(0) @binding(1) var<storage, read_write> bc: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> coef: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dy: array<f32>;
 @group(0) @binding(4) var<storage, read_write> agg: array<f32>;
 @group(0) @binding(5) var<storage, read_write> params: array<u32>;
+
+fn a4(base: u32, n: u32, n_st: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        if (n + j < n_st) {
+            v[j] = coef[base + n + j] * LOG2E;
+        }
+    }
+    return v;
+}
+
+fn store4(base: u32, stride: u32, v: vec4<f32>) {
+    agg[base] = v.x;
+    agg[base + stride] = v.y;
+    agg[base + 2u * stride] = v.z;
+    agg[base + 3u * stride] = v.w;
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -23,6 +40,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     let n_dirs = params[P_DIRS];
     let len = params[P_LEN];
     let n_st = params[P_STATES];
+    let n_pad = params[P_STATES_PAD];
     let mode = params[P_MODE];
     let height = params[P_HEIGHT];
     let width = params[P_WIDTH];
@@ -35,24 +53,21 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     let p1 = min(p0 + span, len);
 
     let d_base = bk * len * n_ch + e;
-    let c_base = (params[P_BATCH] * n_dirs + bk) * len * n_st;
-    let ch = k * n_ch + e;
-    let coef_base = ch * (n_st + 2u);
+    let c_base = (params[P_BATCH] * n_dirs + bk) * len * n_pad;
+    let coef_base = (k * n_ch + e) * (n_st + 2u);
     let bias = coef[coef_base + n_st + 1u];
-    let m = params[P_BATCH] * n_dirs * n_groups * n_st * n_ch;
-    let agg_base = (bk * n_groups + g) * n_st * n_ch + e;
+    let m = params[P_BATCH] * n_dirs * n_groups * n_pad * n_ch;
+    let agg_base = (bk * n_groups + g) * n_pad * n_ch + e;
 
-    for (var n0 = 0u; n0 < n_st; n0 += STATE_BLOCK) {
-        let nb = min(STATE_BLOCK, n_st - n0);
-        var a2: array<f32, 16>;
-        var mu: array<f32, 16>;
-        for (var j = 0u; j < STATE_BLOCK; j++) {
-            mu[j] = 0.0;
-            a2[j] = 0.0;
-            if (j < nb) {
-                a2[j] = coef[coef_base + n0 + j] * LOG2E;
-            }
-        }
+    for (var n0 = 0u; n0 < n_pad; n0 += STATE_BLOCK) {
+        let a0 = a4(coef_base, n0, n_st);
+        let a1 = a4(coef_base, n0 + 4u, n_st);
+        let a2 = a4(coef_base, n0 + 8u, n_st);
+        let a3 = a4(coef_base, n0 + 12u, n_st);
+        var m0 = vec4<f32>(0.0);
+        var m1 = vec4<f32>(0.0);
+        var m2 = vec4<f32>(0.0);
+        var m3 = vec4<f32>(0.0);
         var dsum = 0.0;
         for (var i = p0; i < p1; i++) {
             let pos = p1 - 1u - (i - p0);
@@ -60,19 +75,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
             let dt = softplus(delta[d_base + s * n_ch] + bias);
             let gy = dy[d_base + s * n_ch];
             dsum += dt;
-            let row = c_base + s * n_st + n0;
-            for (var j = 0u; j < STATE_BLOCK; j++) {
-                if (j < nb) {
-                    mu[j] = exp2(dt * a2[j]) * (gy * bc[row + j] + mu[j]);
-                }
-            }
+            let r = (c_base + s * n_pad + n0) / 4u;
+            m0 = exp2(dt * a0) * (gy * bc[r] + m0);
+            m1 = exp2(dt * a1) * (gy * bc[r + 1u] + m1);
+            m2 = exp2(dt * a2) * (gy * bc[r + 2u] + m2);
+            m3 = exp2(dt * a3) * (gy * bc[r + 3u] + m3);
         }
-        for (var j = 0u; j < STATE_BLOCK; j++) {
-            if (j < nb) {
-                let idx = agg_base + (n0 + j) * n_ch;
-                agg[idx] = exp2(dsum * a2[j]);
-                agg[m + idx] = mu[j];
-            }
-        }
+        let base = agg_base + n0 * n_ch;
+        store4(base, n_ch, exp2(dsum * a0));
+        store4(base + 4u * n_ch, n_ch, exp2(dsum * a1));
+        store4(base + 8u * n_ch, n_ch, exp2(dsum * a2));
+        store4(base + 12u * n_ch, n_ch, exp2(dsum * a3));
+        store4(m + base, n_ch, m0);
+        store4(m + base + 4u * n_ch, n_ch, m1);
+        store4(m + base + 8u * n_ch, n_ch, m2);
+        store4(m + base + 12u * n_ch, n_ch, m3);
     }
 }

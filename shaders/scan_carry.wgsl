@@ -16,16 +16,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     if (e >= n_ch) {
         return;
     }
-    let n_st = params[P_STATES];
+    let n_pad = params[P_STATES_PAD];
     let n_groups = params[P_NGROUPS];
     let reverse = params[P_REVERSE] == 1u;
     let n = wid.y;
     let bk = wid.z;
-    let m = params[P_BATCH] * params[P_DIRS] * n_groups * n_st * n_ch;
+    let m = params[P_BATCH] * params[P_DIRS] * n_groups * n_pad * n_ch;
     var carry = 0.0;
     for (var i = 0u; i < n_groups; i++) {
         let g = select(i, n_groups - 1u - i, reverse);
-        let idx = ((bk * n_groups + g) * n_st + n) * n_ch + e;
+        let idx = ((bk * n_groups + g) * n_pad + n) * n_ch + e;
         let a = agg[idx];
         let b = agg[m + idx];
         agg[m + idx] = carry;

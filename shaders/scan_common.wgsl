@@ -18,13 +18,14 @@ const P_NCHUNKS: u32 = 10u;     // ceil(L / chunk)
 const P_GROUP_CHUNKS: u32 = 11u; // chunks walked by one work item
 const P_NGROUPS: u32 = 12u;     // ceil(nchunks / group_chunks)
 const P_REVERSE: u32 = 13u;     // carry kernel: 1 walks the groups from last to first
-const P_LANES_N: u32 = 14u;     // backward: state lanes per workgroup (power of two >= N)
-const P_LANES_E: u32 = 15u;     // backward: channels per workgroup (256 / lanes_n)
-const P_NEGROUPS: u32 = 16u;    // backward: ceil(E / lanes_e)
+const P_STATES_PAD: u32 = 14u;  // N rounded up to a multiple of STATE_BLOCK (B, C, ckpt layouts)
+const P_NBLOCKS: u32 = 15u;     // STATES_PAD / STATE_BLOCK
+const P_NEGROUPS: u32 = 16u;    // backward: ceil(E / LANES_E)
 const P_WORDS: u32 = 17u;
 
 const LOG2E: f32 = 1.4426950408889634;
-// States kept in registers by one invocation; larger N is walked in blocks of this size.
+// States kept in registers (four vec4) by one invocation; larger N is walked in blocks of
+// this size. B, C and the checkpoints are padded with zeros to a multiple of it.
 const STATE_BLOCK: u32 = 16u;
 
 // Spatial index (row-major over the H x W map, or plain position in mode 0) of the

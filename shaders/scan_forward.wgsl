@@ -3,18 +3,39 @@
 // that enters it (pass 2's carry, or zero when the sequence is one group), and writes
 //   y_t = sum_n C_t[n] h_t[n] + D u_t
 // plus the state entering every checkpoint chunk, which the backward pass restarts from.
-// One invocation per (channel e, group g, batch*direction bk); states in registers.
-// Layouts as in scan_reduce.wgsl; y (B, K, L, E) at spatial positions;
-// ckpt ((bk*NCH + chunk)*N + n)*E + e.
+// One invocation per (channel e, group g, batch*direction bk); 16 states in four vec4
+// registers per block of states. Layouts as in scan_reduce.wgsl; y (B, K, L, E) at spatial
+// positions; ckpt ((bk*NCH + chunk)*NP + n)*E + e.
 
 @group(0) @binding(0) var<storage, read_write> u: array<f32>;
 @group(0) @binding(1) var<storage, read_write> delta: array<f32>;
-@group(0) @binding(2) var<storage, read_write> bc: array<f32>;
+@group(0) @binding(2) var<storage, read_write> bc: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> coef: array<f32>;
 @group(0) @binding(4) var<storage, read_write> agg: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 @group(0) @binding(6) var<storage, read_write> ckpt: array<f32>;
 @group(0) @binding(7) var<storage, read_write> params: array<u32>;
+
+fn a4(base: u32, n: u32, n_st: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var j = 0u; j < 4u; j++) {
+        if (n + j < n_st) {
+            v[j] = coef[base + n + j] * LOG2E;
+        }
+    }
+    return v;
+}
+
+fn carry4(base: u32, stride: u32) -> vec4<f32> {
+    return vec4<f32>(agg[base], agg[base + stride], agg[base + 2u * stride], agg[base + 3u * stride]);
+}
+
+fn save4(base: u32, stride: u32, v: vec4<f32>) {
+    ckpt[base] = v.x;
+    ckpt[base + stride] = v.y;
+    ckpt[base + 2u * stride] = v.z;
+    ckpt[base + 3u * stride] = v.w;
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -26,6 +47,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     let n_dirs = params[P_DIRS];
     let len = params[P_LEN];
     let n_st = params[P_STATES];
+    let n_pad = params[P_STATES_PAD];
     let mode = params[P_MODE];
     let height = params[P_HEIGHT];
     let width = params[P_WIDTH];
@@ -44,52 +66,50 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     let ku = select(k, 0u, u_dirs == 1u);
     let u_base = (b * u_dirs + ku) * len * n_ch + e;
     let d_base = bk * len * n_ch + e;
-    let b_base = bk * len * n_st;
-    let c_base = (params[P_BATCH] * n_dirs + bk) * len * n_st;
-    let ch = k * n_ch + e;
-    let coef_base = ch * (n_st + 2u);
+    let b_base = bk * len * n_pad;
+    let c_base = (params[P_BATCH] * n_dirs + bk) * len * n_pad;
+    let coef_base = (k * n_ch + e) * (n_st + 2u);
     let skip = coef[coef_base + n_st];
     let bias = coef[coef_base + n_st + 1u];
-    let m = params[P_BATCH] * n_dirs * n_groups * n_st * n_ch;
-    let carry_base = m + (bk * n_groups + g) * n_st * n_ch + e;
-    let ckpt_base = bk * n_chunks * n_st * n_ch + e;
+    let m = params[P_BATCH] * n_dirs * n_groups * n_pad * n_ch;
+    let carry_base = m + (bk * n_groups + g) * n_pad * n_ch + e;
+    let ckpt_base = bk * n_chunks * n_pad * n_ch + e;
 
-    for (var n0 = 0u; n0 < n_st; n0 += STATE_BLOCK) {
-        let nb = min(STATE_BLOCK, n_st - n0);
-        var a2: array<f32, 16>;
-        var h: array<f32, 16>;
-        for (var j = 0u; j < STATE_BLOCK; j++) {
-            h[j] = 0.0;
-            a2[j] = 0.0;
-            if (j < nb) {
-                a2[j] = coef[coef_base + n0 + j] * LOG2E;
-                if (n_groups > 1u) {
-                    h[j] = agg[carry_base + (n0 + j) * n_ch];
-                }
-            }
+    for (var n0 = 0u; n0 < n_pad; n0 += STATE_BLOCK) {
+        let a0 = a4(coef_base, n0, n_st);
+        let a1 = a4(coef_base, n0 + 4u, n_st);
+        let a2 = a4(coef_base, n0 + 8u, n_st);
+        let a3 = a4(coef_base, n0 + 12u, n_st);
+        var h0 = vec4<f32>(0.0);
+        var h1 = vec4<f32>(0.0);
+        var h2 = vec4<f32>(0.0);
+        var h3 = vec4<f32>(0.0);
+        if (n_groups > 1u) {
+            let cb = carry_base + n0 * n_ch;
+            h0 = carry4(cb, n_ch);
+            h1 = carry4(cb + 4u * n_ch, n_ch);
+            h2 = carry4(cb + 8u * n_ch, n_ch);
+            h3 = carry4(cb + 12u * n_ch, n_ch);
         }
         for (var pos = p0; pos < p1; pos++) {
             if (pos % chunk == 0u) {
-                let cb = ckpt_base + ((pos / chunk) * n_st + n0) * n_ch;
-                for (var j = 0u; j < STATE_BLOCK; j++) {
-                    if (j < nb) {
-                        ckpt[cb + j * n_ch] = h[j];
-                    }
-                }
+                let cb = ckpt_base + ((pos / chunk) * n_pad + n0) * n_ch;
+                save4(cb, n_ch, h0);
+                save4(cb + 4u * n_ch, n_ch, h1);
+                save4(cb + 8u * n_ch, n_ch, h2);
+                save4(cb + 12u * n_ch, n_ch, h3);
             }
             let s = spatial_index(mode, k, pos, len, height, width);
             let uv = u[u_base + s * n_ch];
             let dt = softplus(delta[d_base + s * n_ch] + bias);
             let dtu = dt * uv;
-            let row_b = b_base + s * n_st + n0;
-            let row_c = c_base + s * n_st + n0;
-            var acc = 0.0;
-            for (var j = 0u; j < STATE_BLOCK; j++) {
-                if (j < nb) {
-                    h[j] = exp2(dt * a2[j]) * h[j] + dtu * bc[row_b + j];
-                    acc += bc[row_c + j] * h[j];
-                }
-            }
+            let rb = (b_base + s * n_pad + n0) / 4u;
+            let rc = (c_base + s * n_pad + n0) / 4u;
+            h0 = exp2(dt * a0) * h0 + dtu * bc[rb];
+            h1 = exp2(dt * a1) * h1 + dtu * bc[rb + 1u];
+            h2 = exp2(dt * a2) * h2 + dtu * bc[rb + 2u];
+            h3 = exp2(dt * a3) * h3 + dtu * bc[rb + 3u];
+            let acc = dot(bc[rc], h0) + dot(bc[rc + 1u], h1) + dot(bc[rc + 2u], h2) + dot(bc[rc + 3u], h3);
             let yi = d_base + s * n_ch;
             if (n0 == 0u) {
                 y[yi] = acc + skip * uv;

@@ -10,8 +10,11 @@ pub const CHUNK: usize = 32;
 pub const CHANNEL_WORKGROUP: u32 = 64;
 /// Invocations per workgroup of the backward apply kernel (channels × states).
 pub const BACKWARD_WORKGROUP: u32 = 256;
-/// Largest state count the backward workgroup layout supports.
-pub const MAX_STATES: usize = BACKWARD_WORKGROUP as usize;
+/// States per register block (forward) and per backward workgroup; B, C and the checkpoints
+/// are padded to a multiple of it.
+pub const STATE_BLOCK: usize = 16;
+/// Channels per backward workgroup.
+pub const BACKWARD_CHANNELS: usize = BACKWARD_WORKGROUP as usize / STATE_BLOCK;
 /// Forward work items (channel × group) the automatic split aims for.
 const FORWARD_TARGET_ITEMS: usize = 1 << 16;
 /// Backward workgroups the automatic split aims for.
@@ -34,8 +37,9 @@ pub struct ScanGeometry {
     pub fwd_groups: usize,
     pub bwd_group_chunks: usize,
     pub bwd_groups: usize,
-    pub lanes_n: usize,
-    pub lanes_e: usize,
+    /// States padded to a multiple of [`STATE_BLOCK`].
+    pub states_pad: usize,
+    pub n_blocks: usize,
     pub n_egroups: usize,
 }
 
@@ -92,11 +96,6 @@ impl ScanGeometry {
                 )));
             }
         }
-        if states > MAX_STATES {
-            return Err(err(format!(
-                "{states} states; at most {MAX_STATES} are supported"
-            )));
-        }
         if let ScanOrder::CrossScan { height, width } = order {
             if dirs != 4 || height * width != len {
                 return Err(err(format!(
@@ -118,9 +117,14 @@ impl ScanGeometry {
                 MAX_WORKGROUPS_PER_DIM * CHUNK
             )));
         }
-        let lanes_n = states.next_power_of_two();
-        let lanes_e = MAX_STATES / lanes_n;
-        let n_egroups = channels.div_ceil(lanes_e);
+        let states_pad = states.div_ceil(STATE_BLOCK) * STATE_BLOCK;
+        let n_blocks = states_pad / STATE_BLOCK;
+        let n_egroups = channels.div_ceil(BACKWARD_CHANNELS);
+        if n_egroups * n_blocks > MAX_WORKGROUPS_PER_DIM {
+            return Err(err(format!(
+                "{channels} channels x {states} states is too large for one dispatch"
+            )));
+        }
         let (fwd_group_chunks, fwd_groups, bwd_group_chunks, bwd_groups) = if group_chunks > 0 {
             let (gc, g) = split(n_chunks, n_chunks.div_ceil(group_chunks));
             (gc, g, gc, g)
@@ -148,8 +152,8 @@ impl ScanGeometry {
             fwd_groups,
             bwd_group_chunks,
             bwd_groups,
-            lanes_n,
-            lanes_e,
+            states_pad,
+            n_blocks,
             n_egroups,
         })
     }
@@ -176,8 +180,8 @@ impl ScanGeometry {
             group_chunks,
             groups,
             reverse as usize,
-            self.lanes_n,
-            self.lanes_e,
+            self.states_pad,
+            self.n_blocks,
             self.n_egroups,
         ]
         .iter()
@@ -189,15 +193,15 @@ impl ScanGeometry {
     /// would exceed the device's storage-binding limit.
     pub fn floats_per_batch_item(&self) -> usize {
         let seq = self.dirs * self.len * self.channels;
-        let st = self.dirs * self.len * self.states;
+        let st = self.dirs * self.len * self.states_pad;
         [
             self.u_dirs * self.len * self.channels,
-            2 * seq,
+            2 * self.n_blocks * seq,
             2 * st,
-            2 * self.dirs * self.n_egroups * self.len * self.states
-                + self.dirs * self.bwd_groups * self.channels * self.states,
-            self.dirs * self.n_chunks * self.states * self.channels,
-            2 * self.dirs * self.fwd_groups.max(self.bwd_groups) * self.states * self.channels,
+            2 * self.dirs * self.n_egroups * self.len * self.states_pad
+                + self.dirs * self.bwd_groups * self.channels * self.states_pad,
+            self.dirs * self.n_chunks * self.states_pad * self.channels,
+            2 * self.dirs * self.fwd_groups.max(self.bwd_groups) * self.states_pad * self.channels,
         ]
         .into_iter()
         .max()
@@ -242,13 +246,12 @@ mod tests {
     }
 
     #[test]
-    fn lanes_fill_the_backward_workgroup() {
-        for (n, lanes_n) in [(1, 1), (4, 4), (5, 8), (16, 16), (256, 256)] {
+    fn states_pad_to_whole_blocks() {
+        for (n, pad) in [(1, 16), (4, 16), (16, 16), (17, 32), (64, 64)] {
             let g = geo(10, n, 3, 0).unwrap();
-            assert_eq!(g.lanes_n, lanes_n);
-            assert_eq!(g.lanes_n * g.lanes_e, BACKWARD_WORKGROUP as usize);
+            assert_eq!(g.states_pad, pad);
+            assert_eq!(g.n_blocks * STATE_BLOCK, pad);
         }
-        assert!(geo(10, 257, 3, 0).is_err());
     }
 
     #[test]

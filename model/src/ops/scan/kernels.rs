@@ -45,6 +45,16 @@ fn empty(like: &CubeTensor, dims: Vec<usize>) -> CubeTensor {
     )
 }
 
+/// The raw WGSL route runs without bounds checks, so every buffer's size is checked here
+/// against what the kernels index.
+fn expect_len(t: &CubeTensor, len: usize, name: &str) {
+    let have = t.meta.shape().num_elements();
+    assert_eq!(
+        have, len,
+        "scan kernel buffer '{name}' has {have} elements, {len} expected"
+    );
+}
+
 fn launch(
     file: &'static ShaderFile,
     workgroup: u32,
@@ -69,7 +79,8 @@ fn dims(t: &CubeTensor) -> Vec<usize> {
     t.meta.shape().iter().copied().collect()
 }
 
-/// [B; C] stacked as (2·B·K, L, N) and [A | D | bias] as (K·E, N + 2).
+/// [B; C] stacked as (2·B, K, L, NP) with the states zero-padded to NP, and
+/// [A | D | bias] as (K·E, N + 2).
 fn pack(
     a: CubeTensor,
     b: CubeTensor,
@@ -79,7 +90,18 @@ fn pack(
     g: &ScanGeometry,
 ) -> (CubeTensor, CubeTensor) {
     let ke = g.dirs * g.channels;
-    let bc = into_contiguous(Cb::float_cat(vec![b, c], 0));
+    let pad = |t: CubeTensor| {
+        if g.states_pad == g.states {
+            return t;
+        }
+        let zeros = Cb::float_zeros(
+            Shape::from(vec![g.batch, g.dirs, g.len, g.states_pad - g.states]),
+            &t.device,
+            DType::F32.into(),
+        );
+        Cb::float_cat(vec![t, zeros], 3)
+    };
+    let bc = into_contiguous(Cb::float_cat(vec![pad(b), pad(c)], 0));
     let d = Cb::float_reshape(d, Shape::from(vec![ke, 1]));
     let bias = Cb::float_reshape(bias, Shape::from(vec![ke, 1]));
     let coef = into_contiguous(Cb::float_cat(vec![a, d, bias], 1));
@@ -127,7 +149,7 @@ impl ScanKernels for CubeBackend {
         let bk = g.batch * g.dirs;
         let x = g.channels.div_ceil(CHANNEL_WORKGROUP as usize);
         let agg_len = if g.fwd_groups > 1 {
-            2 * bk * g.fwd_groups * g.states * g.channels
+            2 * bk * g.fwd_groups * g.states_pad * g.channels
         } else {
             1
         };
@@ -144,13 +166,17 @@ impl ScanKernels for CubeBackend {
             launch(
                 &shaders::SCAN_CARRY,
                 CHANNEL_WORKGROUP,
-                [x, g.states, bk],
+                [x, g.states_pad, bk],
                 &[&agg],
                 &words,
             );
         }
+        expect_len(&u, g.batch * g.u_dirs * g.len * g.channels, "u");
+        expect_len(&delta, bk * g.len * g.channels, "delta");
+        expect_len(&bc, 2 * bk * g.len * g.states_pad, "bc");
+        expect_len(&coef, g.dirs * g.channels * (g.states + 2), "coef");
         let y = empty(&u, dims(&delta));
-        let ckpt = empty(&u, vec![bk, g.n_chunks, g.states, g.channels]);
+        let ckpt = empty(&u, vec![bk, g.n_chunks, g.states_pad, g.channels]);
         launch(
             &shaders::SCAN_FORWARD,
             CHANNEL_WORKGROUP,
@@ -198,7 +224,7 @@ impl ScanKernels for CubeBackend {
         let ke = g.dirs * g.channels;
         let words = g.words(g.bwd_group_chunks, g.bwd_groups, true);
         let agg_len = if g.bwd_groups > 1 {
-            2 * bk * g.bwd_groups * g.states * g.channels
+            2 * bk * g.bwd_groups * g.states_pad * g.channels
         } else {
             1
         };
@@ -215,7 +241,7 @@ impl ScanKernels for CubeBackend {
             launch(
                 &shaders::SCAN_CARRY,
                 CHANNEL_WORKGROUP,
-                [x, g.states, bk],
+                [x, g.states_pad, bk],
                 &[&agg],
                 &words,
             );
@@ -223,22 +249,41 @@ impl ScanKernels for CubeBackend {
         let seq = bk * g.len * g.channels;
         let q = bk * g.n_egroups * g.len * g.states;
         let da_len = bk * g.bwd_groups * g.channels * g.states;
-        let dud = empty(&u, vec![2 * seq]);
+        expect_len(&u, g.batch * g.u_dirs * g.len * g.channels, "u");
+        expect_len(&delta, bk * g.len * g.channels, "delta");
+        expect_len(&dy, bk * g.len * g.channels, "dy");
+        expect_len(&bc, 2 * bk * g.len * g.states_pad, "bc");
+        expect_len(&coef, g.dirs * g.channels * (g.states + 2), "coef");
+        expect_len(&ckpt, bk * g.n_chunks * g.states_pad * g.channels, "ckpt");
+        // du and d(delta) come as partial sums per block of 16 states.
+        let dud = empty(&u, vec![2 * g.n_blocks * seq]);
         let dpart = empty(&u, vec![2 * q + da_len]);
         launch(
             &shaders::SCAN_BACKWARD,
             BACKWARD_WORKGROUP,
-            [g.n_egroups, g.bwd_groups, bk],
+            [g.n_egroups * g.n_blocks, g.bwd_groups, bk],
             &[&u, &delta, &bc, &coef, &dy, &ckpt, &agg, &dud, &dpart],
             &words,
         );
 
         let seq_dims = vec![g.batch, g.dirs, g.len, g.channels];
-        let mut du = flat_slice(dud.clone(), 0, seq, seq_dims.clone());
+        let blocks = |start: usize| {
+            if g.n_blocks == 1 {
+                return flat_slice(dud.clone(), start, seq, seq_dims.clone());
+            }
+            let t = flat_slice(
+                dud.clone(),
+                start,
+                g.n_blocks * seq,
+                vec![g.n_blocks, g.batch * g.dirs * g.len * g.channels],
+            );
+            Cb::float_reshape(Cb::float_sum_dim(t, 0), Shape::from(seq_dims.clone()))
+        };
+        let mut du = blocks(0);
         if g.u_dirs == 1 && g.dirs > 1 {
             du = Cb::float_sum_dim(du, 1);
         }
-        let ddelta = flat_slice(dud, seq, seq, seq_dims);
+        let ddelta = blocks(g.n_blocks * seq);
         let part = |start: usize| {
             let p = flat_slice(
                 dpart.clone(),

@@ -35,7 +35,7 @@ use burn::tensor::{DType, Shape, Tensor};
 #[extension_type(fusion)]
 pub struct ScanForward<B: Backend> {
     pub y: FloatTensor<B>,
-    /// State entering every checkpoint chunk, (B·K, chunks, N, E).
+    /// State entering every checkpoint chunk, (B·K, chunks, NP, E), states padded to 16s.
     pub ckpt: FloatTensor<B>,
 }
 
@@ -136,7 +136,7 @@ fn forward_meta(
     ScanForwardMetadata {
         y: delta.clone(),
         ckpt: TensorSpec::new(
-            Shape::from(vec![g.batch * g.dirs, g.n_chunks, g.states, g.channels]),
+            Shape::from(vec![g.batch * g.dirs, g.n_chunks, g.states_pad, g.channels]),
             DType::F32,
         ),
     }
