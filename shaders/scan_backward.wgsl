@@ -41,8 +41,10 @@ var<workgroup> s_u: array<f32, 256>;
 var<workgroup> s_g: array<f32, 256>;
 var<workgroup> s_b: array<f32, 256>;
 var<workgroup> s_c: array<f32, 256>;
-// Two buffers x four terms (dd, du, db, dc) x WORKGROUP invocations.
-var<workgroup> red: array<f32, 2048>;
+// Two buffers x four terms x WORKGROUP invocations, as vec4s. The terms reduced over states
+// (dd, du) are stored channel-major, those reduced over channels (db, dc) state-major, so
+// every reduction reads four consecutive vec4s.
+var<workgroup> red: array<vec4<f32>, 512>;
 var<workgroup> wg_p0: u32;
 var<workgroup> wg_p1: u32;
 var<workgroup> wg_chunk: u32;
@@ -216,36 +218,34 @@ fn main(@builtin(local_invocation_index) idx: u32, @builtin(workgroup_id) wid: v
                         }
                         da_acc += lam * dt * ab * hp;
                         mu = ab * lam;
-                        let buf = (step & 1u) * 4u * WORKGROUP;
-                        red[buf + idx] = lam * (a_n * ab * hp + bn * uv);
-                        red[buf + WORKGROUP + idx] = lam * bn;
-                        red[buf + 2u * WORKGROUP + idx] = lam * dt * uv;
-                        red[buf + 3u * WORKGROUP + idx] = select(0.0, gy * (ab * hp + dt * uv * bn), live);
+                        let buf = (step & 1u) * WORKGROUP;
+                        let em = el * LANES_N + nl;
+                        red[buf + em / 4u][em % 4u] = lam * (a_n * ab * hp + bn * uv);
+                        red[buf + 64u + em / 4u][em % 4u] = lam * bn;
+                        red[buf + 128u + idx / 4u][idx % 4u] = lam * dt * uv;
+                        red[buf + 192u + idx / 4u][idx % 4u] = select(0.0, gy * (ab * hp + dt * uv * bn), live);
                         step += 1u;
                         workgroupBarrier();
                         let s = spatial_index(tl.mode, k, pos, len, tl.height, tl.width);
                         if (idx < LANES_E) {
                             if (e < n_ch) {
-                                var sdd = 0.0;
-                                var sdu = 0.0;
-                                for (var j = 0u; j < LANES_N; j++) {
-                                    sdd += red[buf + j * LANES_E + idx];
-                                    sdu += red[buf + WORKGROUP + j * LANES_E + idx];
-                                }
+                                let o4 = buf + idx * 4u;
+                                let vdd = red[o4] + red[o4 + 1u] + red[o4 + 2u] + red[o4 + 3u];
+                                let vdu = red[o4 + 64u] + red[o4 + 65u] + red[o4 + 66u] + red[o4 + 67u];
+                                let sdd = vdd.x + vdd.y + vdd.z + vdd.w;
+                                let sdu = vdu.x + vdu.y + vdu.z + vdu.w;
                                 let o = nb * bkle + tl.d_base + s * n_ch + e;
                                 dud[o] = dt * sdu + skip * gy;
                                 dud[n_blocks * bkle + o] = sdd * s_sg[r];
                             }
                         } else if (idx >= 32u && idx < 32u + LANES_N) {
-                            let row = (idx - 32u) * LANES_E;
                             let ns = nb * LANES_N + idx - 32u;
                             if (ns < n_st) {
-                                var sdb = 0.0;
-                                var sdc = 0.0;
-                                for (var j = 0u; j < LANES_E; j++) {
-                                    sdb += red[buf + 2u * WORKGROUP + row + j];
-                                    sdc += red[buf + 3u * WORKGROUP + row + j];
-                                }
+                                let o4 = buf + 128u + (idx - 32u) * 4u;
+                                let vdb = red[o4] + red[o4 + 1u] + red[o4 + 2u] + red[o4 + 3u];
+                                let vdc = red[o4 + 64u] + red[o4 + 65u] + red[o4 + 66u] + red[o4 + 67u];
+                                let sdb = vdb.x + vdb.y + vdb.z + vdb.w;
+                                let sdc = vdc.x + vdc.y + vdc.z + vdc.w;
                                 let o = ((bk * n_egroups + eg) * len + s) * n_st + ns;
                                 dpart[o] = sdb;
                                 dpart[q + o] = sdc;

@@ -91,6 +91,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
             h2 = carry4(cb + 8u * n_ch, n_ch);
             h3 = carry4(cb + 12u * n_ch, n_ch);
         }
+        // The next position's loads are issued one step ahead to hide memory latency.
+        var s_nx = spatial_index(mode, k, p0, len, height, width);
+        var raw_nx = delta[d_base + s_nx * n_ch];
+        var u_nx = u[u_base + s_nx * n_ch];
         for (var pos = p0; pos < p1; pos++) {
             if (pos % chunk == 0u) {
                 let cb = ckpt_base + ((pos / chunk) * n_pad + n0) * n_ch;
@@ -99,17 +103,30 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
                 save4(cb + 8u * n_ch, n_ch, h2);
                 save4(cb + 12u * n_ch, n_ch, h3);
             }
-            let s = spatial_index(mode, k, pos, len, height, width);
-            let uv = u[u_base + s * n_ch];
-            let dt = softplus(delta[d_base + s * n_ch] + bias);
-            let dtu = dt * uv;
+            let s = s_nx;
+            let uv = u_nx;
+            let dt = softplus(raw_nx + bias);
             let rb = (b_base + s * n_pad + n0) / 4u;
             let rc = (c_base + s * n_pad + n0) / 4u;
-            h0 = exp2(dt * a0) * h0 + dtu * bc[rb];
-            h1 = exp2(dt * a1) * h1 + dtu * bc[rb + 1u];
-            h2 = exp2(dt * a2) * h2 + dtu * bc[rb + 2u];
-            h3 = exp2(dt * a3) * h3 + dtu * bc[rb + 3u];
-            let acc = dot(bc[rc], h0) + dot(bc[rc + 1u], h1) + dot(bc[rc + 2u], h2) + dot(bc[rc + 3u], h3);
+            let b0 = bc[rb];
+            let b1 = bc[rb + 1u];
+            let b2 = bc[rb + 2u];
+            let b3 = bc[rb + 3u];
+            let c0 = bc[rc];
+            let c1 = bc[rc + 1u];
+            let c2 = bc[rc + 2u];
+            let c3 = bc[rc + 3u];
+            if (pos + 1u < p1) {
+                s_nx = spatial_index(mode, k, pos + 1u, len, height, width);
+                raw_nx = delta[d_base + s_nx * n_ch];
+                u_nx = u[u_base + s_nx * n_ch];
+            }
+            let dtu = dt * uv;
+            h0 = exp2(dt * a0) * h0 + dtu * b0;
+            h1 = exp2(dt * a1) * h1 + dtu * b1;
+            h2 = exp2(dt * a2) * h2 + dtu * b2;
+            h3 = exp2(dt * a3) * h3 + dtu * b3;
+            let acc = dot(c0, h0) + dot(c1, h1) + dot(c2, h2) + dot(c3, h3);
             let yi = d_base + s * n_ch;
             if (n0 == 0u) {
                 y[yi] = acc + skip * uv;

@@ -77,16 +77,28 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
         var h2 = vec4<f32>(0.0);
         var h3 = vec4<f32>(0.0);
         var dsum = 0.0;
+        var s_nx = spatial_index(mode, k, p0, len, height, width);
+        var raw_nx = delta[d_base + s_nx * n_ch];
+        var u_nx = u[u_base + s_nx * n_ch];
         for (var pos = p0; pos < p1; pos++) {
-            let s = spatial_index(mode, k, pos, len, height, width);
-            let dt = softplus(delta[d_base + s * n_ch] + bias);
-            let dtu = dt * u[u_base + s * n_ch];
-            dsum += dt;
+            let s = s_nx;
+            let dt = softplus(raw_nx + bias);
+            let dtu = dt * u_nx;
             let r = (b_base + s * n_pad + n0) / 4u;
-            h0 = exp2(dt * a0) * h0 + dtu * bc[r];
-            h1 = exp2(dt * a1) * h1 + dtu * bc[r + 1u];
-            h2 = exp2(dt * a2) * h2 + dtu * bc[r + 2u];
-            h3 = exp2(dt * a3) * h3 + dtu * bc[r + 3u];
+            let b0 = bc[r];
+            let b1 = bc[r + 1u];
+            let b2 = bc[r + 2u];
+            let b3 = bc[r + 3u];
+            if (pos + 1u < p1) {
+                s_nx = spatial_index(mode, k, pos + 1u, len, height, width);
+                raw_nx = delta[d_base + s_nx * n_ch];
+                u_nx = u[u_base + s_nx * n_ch];
+            }
+            dsum += dt;
+            h0 = exp2(dt * a0) * h0 + dtu * b0;
+            h1 = exp2(dt * a1) * h1 + dtu * b1;
+            h2 = exp2(dt * a2) * h2 + dtu * b2;
+            h3 = exp2(dt * a3) * h3 + dtu * b3;
         }
         let base = agg_base + n0 * n_ch;
         store4(base, n_ch, exp2(dsum * a0));

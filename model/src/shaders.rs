@@ -26,6 +26,7 @@ pub const SCAN_CARRY: ShaderFile = shader!("scan_carry.wgsl");
 pub const SCAN_FORWARD: ShaderFile = shader!("scan_forward.wgsl");
 pub const SCAN_BACKWARD_REDUCE: ShaderFile = shader!("scan_backward_reduce.wgsl");
 pub const SCAN_BACKWARD: ShaderFile = shader!("scan_backward.wgsl");
+pub const COPY: ShaderFile = shader!("copy.wgsl");
 
 /// Every embedded file (kernels and helpers).
 pub const ALL: &[ShaderFile] = &[
@@ -35,6 +36,7 @@ pub const ALL: &[ShaderFile] = &[
     SCAN_FORWARD,
     SCAN_BACKWARD_REDUCE,
     SCAN_BACKWARD,
+    COPY,
 ];
 
 const APPEND: &str = "// @append ";

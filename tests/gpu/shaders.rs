@@ -108,7 +108,7 @@ fn a_broken_kernel_reports_file_and_line() {
         .iter()
         .position(|l| l.contains("let uv = u["))
         .expect("marker line");
-    lines.insert(at + 1, "            let broken: f32 = uv + 1u;");
+    lines.insert(at + 1, "            let broken: f32 = dtu + 1u;");
     let broken = lines.join("\n");
     let err = validate(&dir, "scan_forward.wgsl", &broken).expect_err("type error must be caught");
     assert!(

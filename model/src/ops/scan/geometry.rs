@@ -16,9 +16,9 @@ pub const STATE_BLOCK: usize = 16;
 /// Channels per backward workgroup.
 pub const BACKWARD_CHANNELS: usize = BACKWARD_WORKGROUP as usize / STATE_BLOCK;
 /// Forward work items (channel × group) the automatic split aims for.
-const FORWARD_TARGET_ITEMS: usize = 1 << 16;
+const FORWARD_TARGET_ITEMS: usize = 1 << 18;
 /// Backward workgroups the automatic split aims for.
-const BACKWARD_TARGET_GROUPS: usize = 2048;
+const BACKWARD_TARGET_GROUPS: usize = 8192;
 /// Largest workgroup count per dispatch dimension WebGPU guarantees.
 pub const MAX_WORKGROUPS_PER_DIM: usize = 65_535;
 
