@@ -106,7 +106,7 @@ fn a_broken_kernel_reports_file_and_line() {
     let mut lines: Vec<&str> = source.lines().collect();
     let at = lines
         .iter()
-        .position(|l| l.contains("let uv = u["))
+        .position(|l| l.contains("let dtu = dt * uv;"))
         .expect("marker line");
     lines.insert(at + 1, "            let broken: f32 = dtu + 1u;");
     let broken = lines.join("\n");
