@@ -51,6 +51,9 @@ enum BenchCommand {
         /// Also write the results as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Checkpoint chunks (32 positions) per work item; 0 chooses from the problem size.
+        #[arg(long, default_value_t = 0)]
+        group_chunks: usize,
     },
 }
 
@@ -132,9 +135,10 @@ fn bench_scan(
     iters: usize,
     stages: &[usize],
     json: Option<&PathBuf>,
+    group_chunks: usize,
 ) -> Result<(), String> {
     let ctx = gpu()?;
-    let result = medseg_model::bench::bench_scan(&ctx, batch, iters.max(1), stages)?;
+    let result = medseg_model::bench::bench_scan(&ctx, batch, iters.max(1), stages, group_chunks)?;
     print!("{}", result.table());
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
@@ -156,8 +160,9 @@ fn main() -> ExitCode {
                     iters,
                     stages,
                     json,
+                    group_chunks,
                 },
-        } => bench_scan(*batch, *iters, stages, json.as_ref()).map(|_| true),
+        } => bench_scan(*batch, *iters, stages, json.as_ref(), *group_chunks).map(|_| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -134,11 +134,13 @@ fn time_ms(ctx: &GpuContext, iters: usize, mut f: impl FnMut()) -> Result<f64, S
 }
 
 /// Time forward and forward+backward for the given SA-UMamba stages (1..=4) at `batch`.
+/// `group_chunks` forces the work split (0: automatic), as [`ScanOptions::group_chunks`].
 pub fn bench_scan(
     ctx: &GpuContext,
     batch: usize,
     iters: usize,
     stages: &[usize],
+    group_chunks: usize,
 ) -> Result<ScanBench, String> {
     let dev = &ctx.device;
     let copy = copy_bandwidth(ctx, iters.max(50));
@@ -165,7 +167,7 @@ pub fn bench_scan(
         };
         let dy = normal([batch, k, len, d], 0.0, 1.0);
         let order = ScanOrder::Sequential;
-        let opts = ScanOptions::default();
+        let opts = ScanOptions { group_chunks };
         let fwd_ms = time_ms(ctx, iters, || {
             let _ = scan_forward_raw(&input, order, opts);
         })?;

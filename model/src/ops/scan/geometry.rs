@@ -19,6 +19,10 @@ pub const BACKWARD_CHANNELS: usize = BACKWARD_WORKGROUP as usize / STATE_BLOCK;
 const FORWARD_TARGET_ITEMS: usize = 1 << 18;
 /// Backward workgroups the automatic split aims for.
 const BACKWARD_TARGET_GROUPS: usize = 8192;
+/// Fewest chunks one work item walks when the split is automatic: shorter walks cost more in
+/// the reduce and carry passes than their extra parallelism gains (measured on an H100,
+/// BENCHMARKS.md).
+const MIN_AUTO_GROUP_CHUNKS: usize = 8;
 /// Largest workgroup count per dispatch dimension WebGPU guarantees.
 pub const MAX_WORKGROUPS_PER_DIM: usize = 65_535;
 
@@ -129,13 +133,18 @@ impl ScanGeometry {
             let (gc, g) = split(n_chunks, n_chunks.div_ceil(group_chunks));
             (gc, g, gc, g)
         } else {
+            let cap = n_chunks.div_ceil(MIN_AUTO_GROUP_CHUNKS);
             let (fc, fg) = split(
                 n_chunks,
-                FORWARD_TARGET_ITEMS.div_ceil(batch * dirs * channels),
+                FORWARD_TARGET_ITEMS
+                    .div_ceil(batch * dirs * channels)
+                    .min(cap),
             );
             let (bc, bg) = split(
                 n_chunks,
-                BACKWARD_TARGET_GROUPS.div_ceil(batch * dirs * n_egroups),
+                BACKWARD_TARGET_GROUPS
+                    .div_ceil(batch * dirs * n_egroups * n_blocks)
+                    .min(cap),
             );
             (fc, fg, bc, bg)
         };
