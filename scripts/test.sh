@@ -11,6 +11,11 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/medseg/target}"
 export CARGO_TERM_COLOR=never
 # GPU tests fail instead of skipping when no adapter is found.
 export MEDSEG_REQUIRE_GPU=1
+# Mesa's loaders want a runtime dir; give them a private one.
+if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "${XDG_RUNTIME_DIR}" ]; then
+    export XDG_RUNTIME_DIR="$(mktemp -d)"
+    chmod 700 "$XDG_RUNTIME_DIR"
+fi
 
 step() { echo; echo "=== $* ==="; }
 
@@ -30,7 +35,7 @@ step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo check the model crate for wasm32-unknown-unknown"
-cargo check -p medseg-model --target wasm32-unknown-unknown
+RUSTFLAGS="${RUSTFLAGS:-} -D warnings" cargo check -p medseg-model --target wasm32-unknown-unknown
 
 step "cargo test"
 cargo test --workspace -- --test-threads 2
