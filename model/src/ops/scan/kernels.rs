@@ -1,7 +1,7 @@
 //! Launching the WGSL scan kernels on burn's own buffers (CubeCL's raw-source route).
 
 use super::geometry::{ScanGeometry, BACKWARD_WORKGROUP, CHANNEL_WORKGROUP};
-use super::{geometry_of, ScanForward, ScanGrads, ScanKernels, ScanOps};
+use super::{ScanConfig, ScanForward, ScanGrads, ScanKernels, ScanOps, ScanTensors};
 use crate::shaders::{self, ShaderFile};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
@@ -75,6 +75,18 @@ fn launch(
 
 type Cb = CubeBackend;
 
+fn shapes(x: &ScanTensors<Cb>) -> [&Shape; 7] {
+    [
+        x.u.meta.shape(),
+        x.delta.meta.shape(),
+        x.a.meta.shape(),
+        x.b.meta.shape(),
+        x.c.meta.shape(),
+        x.d.meta.shape(),
+        x.bias.meta.shape(),
+    ]
+}
+
 fn dims(t: &CubeTensor) -> Vec<usize> {
     t.meta.shape().iter().copied().collect()
 }
@@ -117,32 +129,17 @@ fn flat_slice(t: CubeTensor, start: usize, len: usize, dims: Vec<usize>) -> Cube
 }
 
 impl ScanKernels for CubeBackend {
-    fn scan_forward(
-        u: FloatTensor<Self>,
-        delta: FloatTensor<Self>,
-        a: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        c: FloatTensor<Self>,
-        d: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        mode: u32,
-        height: usize,
-        width: usize,
-        group_chunks: usize,
-    ) -> ScanForward<Self> {
-        let g = geometry_of(
-            u.meta.shape(),
-            delta.meta.shape(),
-            a.meta.shape(),
-            b.meta.shape(),
-            c.meta.shape(),
-            d.meta.shape()[0],
-            bias.meta.shape()[0],
-            mode,
-            height,
-            width,
-            group_chunks,
-        );
+    fn scan_forward(x: ScanTensors<Self>, config: ScanConfig) -> ScanForward<Self> {
+        let g = config.geometry(shapes(&x));
+        let ScanTensors {
+            u,
+            delta,
+            a,
+            b,
+            c,
+            d,
+            bias,
+        } = x;
         let u = into_contiguous(u);
         let delta = into_contiguous(delta);
         let (bc, coef) = pack(a, b, c, d, bias, &g);
@@ -188,33 +185,21 @@ impl ScanKernels for CubeBackend {
     }
 
     fn scan_backward(
-        u: FloatTensor<Self>,
-        delta: FloatTensor<Self>,
-        a: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        c: FloatTensor<Self>,
-        d: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
+        x: ScanTensors<Self>,
         ckpt: FloatTensor<Self>,
         dy: FloatTensor<Self>,
-        mode: u32,
-        height: usize,
-        width: usize,
-        group_chunks: usize,
+        config: ScanConfig,
     ) -> ScanGrads<Self> {
-        let g = geometry_of(
-            u.meta.shape(),
-            delta.meta.shape(),
-            a.meta.shape(),
-            b.meta.shape(),
-            c.meta.shape(),
-            d.meta.shape()[0],
-            bias.meta.shape()[0],
-            mode,
-            height,
-            width,
-            group_chunks,
-        );
+        let g = config.geometry(shapes(&x));
+        let ScanTensors {
+            u,
+            delta,
+            a,
+            b,
+            c,
+            d,
+            bias,
+        } = x;
         let u = into_contiguous(u);
         let delta = into_contiguous(delta);
         let dy = into_contiguous(dy);
@@ -325,32 +310,7 @@ impl ScanKernels for CubeBackend {
 }
 
 impl ScanOps for CubeBackend {
-    fn selective_scan(
-        u: FloatTensor<Self>,
-        delta: FloatTensor<Self>,
-        a: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        c: FloatTensor<Self>,
-        d: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        mode: u32,
-        height: usize,
-        width: usize,
-        group_chunks: usize,
-    ) -> FloatTensor<Self> {
-        Self::scan_forward(
-            u,
-            delta,
-            a,
-            b,
-            c,
-            d,
-            bias,
-            mode,
-            height,
-            width,
-            group_chunks,
-        )
-        .y
+    fn selective_scan(x: ScanTensors<Self>, config: ScanConfig) -> FloatTensor<Self> {
+        Self::scan_forward(x, config).y
     }
 }

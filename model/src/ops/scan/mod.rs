@@ -30,6 +30,19 @@ use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::{backend_extension, tensor::FloatTensor, Backend, Dispatch, ExtensionType};
 use burn::tensor::{DType, Shape, Tensor};
 
+/// The tensors of one scan call (layouts in the module docs).
+#[derive(ExtensionType)]
+#[extension_type(fusion)]
+pub struct ScanTensors<B: Backend> {
+    pub u: FloatTensor<B>,
+    pub delta: FloatTensor<B>,
+    pub a: FloatTensor<B>,
+    pub b: FloatTensor<B>,
+    pub c: FloatTensor<B>,
+    pub d: FloatTensor<B>,
+    pub bias: FloatTensor<B>,
+}
+
 /// Outputs of the raw forward kernels.
 #[derive(ExtensionType)]
 #[extension_type(fusion)]
@@ -52,89 +65,53 @@ pub struct ScanGrads<B: Backend> {
     pub dbias: FloatTensor<B>,
 }
 
-fn spec_dims<const D: usize>(s: &TensorSpec) -> [usize; D] {
-    let mut out = [0; D];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = s.shape[i];
-    }
-    out
+/// How one call walks its sequences, and how it splits the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanConfig {
+    pub order: ScanOrder,
+    /// Checkpoint chunks walked by one work item (0: automatic).
+    pub group_chunks: usize,
 }
 
-/// Geometry from the kernel arguments (shapes were validated by the public entry points).
-#[allow(clippy::too_many_arguments)]
-fn geometry_of(
-    u: &Shape,
-    delta: &Shape,
-    a: &Shape,
-    b: &Shape,
-    c: &Shape,
-    d: usize,
-    bias: usize,
-    mode: u32,
-    height: usize,
-    width: usize,
-    group_chunks: usize,
-) -> ScanGeometry {
-    let four = |s: &Shape| [s[0], s[1], s[2], s[3]];
-    ScanGeometry::new(
-        four(u),
-        four(delta),
-        [a[0], a[1]],
-        four(b),
-        four(c),
-        d,
-        bias,
-        order_from(mode, height, width),
-        group_chunks,
-    )
-    .unwrap_or_else(|e| panic!("selective scan kernel called with unchecked shapes: {e}"))
-}
-
-fn order_from(mode: u32, height: usize, width: usize) -> ScanOrder {
-    if mode == 0 {
-        ScanOrder::Sequential
-    } else {
-        ScanOrder::CrossScan { height, width }
+impl ScanConfig {
+    /// Geometry from the shapes of u, delta, A, B, C, D and bias (validated by the public
+    /// entry points before any kernel is called).
+    fn geometry(&self, shapes: [&Shape; 7]) -> ScanGeometry {
+        let [u, delta, a, b, c, d, bias] = shapes;
+        let four = |s: &Shape| [s[0], s[1], s[2], s[3]];
+        ScanGeometry::new(
+            four(u),
+            four(delta),
+            [a[0], a[1]],
+            four(b),
+            four(c),
+            d[0],
+            bias[0],
+            self.order,
+            self.group_chunks,
+        )
+        .unwrap_or_else(|e| panic!("selective scan kernel called with unchecked shapes: {e}"))
     }
 }
 
-fn order_args(order: ScanOrder) -> (u32, usize, usize) {
-    match order {
-        ScanOrder::Sequential => (0, 0, 0),
-        ScanOrder::CrossScan { height, width } => (1, height, width),
+impl ScanTensorsMetadata {
+    fn shapes(&self) -> [&Shape; 7] {
+        [
+            &self.u.shape,
+            &self.delta.shape,
+            &self.a.shape,
+            &self.b.shape,
+            &self.c.shape,
+            &self.d.shape,
+            &self.bias.shape,
+        ]
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn forward_meta(
-    u: &TensorSpec,
-    delta: &TensorSpec,
-    a: &TensorSpec,
-    b: &TensorSpec,
-    c: &TensorSpec,
-    d: &TensorSpec,
-    bias: &TensorSpec,
-    mode: &u32,
-    height: &usize,
-    width: &usize,
-    group_chunks: &usize,
-) -> ScanForwardMetadata {
-    let g = geometry_of(
-        &u.shape,
-        &delta.shape,
-        &a.shape,
-        &b.shape,
-        &c.shape,
-        d.shape[0],
-        bias.shape[0],
-        *mode,
-        *height,
-        *width,
-        *group_chunks,
-    );
-    let _ = spec_dims::<4>(u);
+fn forward_meta(x: &ScanTensorsMetadata, config: &ScanConfig) -> ScanForwardMetadata {
+    let g = config.geometry(x.shapes());
     ScanForwardMetadata {
-        y: delta.clone(),
+        y: x.delta.clone(),
         ckpt: TensorSpec::new(
             Shape::from(vec![g.batch * g.dirs, g.n_chunks, g.states_pad, g.channels]),
             DType::F32,
@@ -142,105 +119,56 @@ fn forward_meta(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn backward_meta(
-    u: &TensorSpec,
-    delta: &TensorSpec,
-    a: &TensorSpec,
-    b: &TensorSpec,
-    c: &TensorSpec,
-    d: &TensorSpec,
-    bias: &TensorSpec,
+    x: &ScanTensorsMetadata,
     _ckpt: &TensorSpec,
     _dy: &TensorSpec,
-    _mode: &u32,
-    _height: &usize,
-    _width: &usize,
-    _group_chunks: &usize,
+    _config: &ScanConfig,
 ) -> ScanGradsMetadata {
     ScanGradsMetadata {
-        du: u.clone(),
-        ddelta: delta.clone(),
-        da: a.clone(),
-        db: b.clone(),
-        dc: c.clone(),
-        dd: d.clone(),
-        dbias: bias.clone(),
+        du: x.u.clone(),
+        ddelta: x.delta.clone(),
+        da: x.a.clone(),
+        db: x.b.clone(),
+        dc: x.c.clone(),
+        dd: x.d.clone(),
+        dbias: x.bias.clone(),
     }
 }
 
 /// The raw kernels, without autodiff.
 #[backend_extension(Cube, Fusion)]
 pub trait ScanKernels: Backend {
-    #[allow(clippy::too_many_arguments)]
     #[fusion(meta = forward_meta)]
     fn scan_forward(
-        u: FloatTensor<Self>,
-        delta: FloatTensor<Self>,
-        a: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        c: FloatTensor<Self>,
-        d: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        mode: u32,
-        height: usize,
-        width: usize,
-        group_chunks: usize,
+        #[extension_type] x: ScanTensors<Self>,
+        config: ScanConfig,
     ) -> ScanForward<Self>;
 
-    #[allow(clippy::too_many_arguments)]
     #[fusion(meta = backward_meta)]
     fn scan_backward(
-        u: FloatTensor<Self>,
-        delta: FloatTensor<Self>,
-        a: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        c: FloatTensor<Self>,
-        d: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
+        #[extension_type] x: ScanTensors<Self>,
         ckpt: FloatTensor<Self>,
         dy: FloatTensor<Self>,
-        mode: u32,
-        height: usize,
-        width: usize,
-        group_chunks: usize,
+        config: ScanConfig,
     ) -> ScanGrads<Self>;
 }
 
 /// The differentiable op.
 #[backend_extension(Autodiff, Cube, Fusion)]
 pub trait ScanOps: Backend {
-    #[allow(clippy::too_many_arguments)]
-    #[fusion(dtype = delta, shape = delta)]
+    #[fusion(meta = |x, _config| x.delta.clone())]
     fn selective_scan(
-        u: FloatTensor<Self>,
-        delta: FloatTensor<Self>,
-        a: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        c: FloatTensor<Self>,
-        d: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        mode: u32,
-        height: usize,
-        width: usize,
-        group_chunks: usize,
+        #[extension_type] x: ScanTensors<Self>,
+        config: ScanConfig,
     ) -> FloatTensor<Self>;
 }
 
 #[derive(Debug, Clone)]
 struct ScanState<B: Backend> {
-    u: FloatTensor<B>,
-    delta: FloatTensor<B>,
-    a: FloatTensor<B>,
-    b: FloatTensor<B>,
-    c: FloatTensor<B>,
-    d: FloatTensor<B>,
-    bias: FloatTensor<B>,
+    x: [FloatTensor<B>; 7],
     ckpt: FloatTensor<B>,
-    mode: u32,
-    height: usize,
-    width: usize,
-    group_chunks: usize,
+    config: ScanConfig,
 }
 
 #[derive(Debug)]
@@ -256,32 +184,20 @@ impl<B: Backend + ScanKernels> Backward<B, 7> for ScanBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let dy = grads.consume::<B>(&ops.node);
-        let s = ops.state;
-        let g = B::scan_backward(
-            s.u,
-            s.delta,
-            s.a,
-            s.b,
-            s.c,
-            s.d,
-            s.bias,
-            s.ckpt,
-            dy,
-            s.mode,
-            s.height,
-            s.width,
-            s.group_chunks,
-        );
-        let [nu, ndelta, na, nb, nc, nd, nbias] = ops.parents;
-        for (node, grad) in [
-            (nu, g.du),
-            (ndelta, g.ddelta),
-            (na, g.da),
-            (nb, g.db),
-            (nc, g.dc),
-            (nd, g.dd),
-            (nbias, g.dbias),
-        ] {
+        let ScanState { x, ckpt, config } = ops.state;
+        let [u, delta, a, b, c, d, bias] = x;
+        let x = ScanTensors {
+            u,
+            delta,
+            a,
+            b,
+            c,
+            d,
+            bias,
+        };
+        let g = B::scan_backward(x, ckpt, dy, config);
+        let grads_in = [g.du, g.ddelta, g.da, g.db, g.dc, g.dd, g.dbias];
+        for (node, grad) in ops.parents.into_iter().zip(grads_in) {
             if let Some(node) = node {
                 grads.register::<B>(node.id, grad);
             }
@@ -290,81 +206,45 @@ impl<B: Backend + ScanKernels> Backward<B, 7> for ScanBackward {
 }
 
 impl<B: Backend + ScanKernels + ScanOps, C: CheckpointStrategy> ScanOps for Autodiff<B, C> {
-    fn selective_scan(
-        u: FloatTensor<Self>,
-        delta: FloatTensor<Self>,
-        a: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        c: FloatTensor<Self>,
-        d: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        mode: u32,
-        height: usize,
-        width: usize,
-        group_chunks: usize,
-    ) -> FloatTensor<Self> {
-        let nodes = [
-            u.node(),
-            delta.node(),
-            a.node(),
-            b.node(),
-            c.node(),
-            d.node(),
-            bias.node(),
-        ];
+    fn selective_scan(x: ScanTensors<Self>, config: ScanConfig) -> FloatTensor<Self> {
+        let ScanTensors {
+            u,
+            delta,
+            a,
+            b,
+            c,
+            d,
+            bias,
+        } = x;
+        let all = [u, delta, a, b, c, d, bias];
+        let nodes = all.each_ref().map(|t| t.node());
+        let [u, delta, a, b, c, d, bias] = all.map(|t| t.into_primitive());
+        let inner = |u, delta, a, b, c, d, bias| ScanTensors {
+            u,
+            delta,
+            a,
+            b,
+            c,
+            d,
+            bias,
+        };
         match ScanBackward.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (u, delta, a, b, c, d, bias) = (
-                    u.into_primitive(),
-                    delta.into_primitive(),
-                    a.into_primitive(),
-                    b.into_primitive(),
-                    c.into_primitive(),
-                    d.into_primitive(),
-                    bias.into_primitive(),
-                );
-                let out = B::scan_forward(
-                    u.clone(),
-                    delta.clone(),
-                    a.clone(),
-                    b.clone(),
-                    c.clone(),
-                    d.clone(),
-                    bias.clone(),
-                    mode,
-                    height,
-                    width,
-                    group_chunks,
-                );
-                let state = ScanState {
-                    u,
-                    delta,
-                    a,
-                    b,
-                    c,
-                    d,
-                    bias,
-                    ckpt: out.ckpt,
-                    mode,
-                    height,
-                    width,
-                    group_chunks,
-                };
-                prep.finish(state, out.y)
+                let x = [u, delta, a, b, c, d, bias];
+                let [u, delta, a, b, c, d, bias] = x.clone();
+                let out = B::scan_forward(inner(u, delta, a, b, c, d, bias), config);
+                prep.finish(
+                    ScanState {
+                        x,
+                        ckpt: out.ckpt,
+                        config,
+                    },
+                    out.y,
+                )
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::selective_scan(
-                u.into_primitive(),
-                delta.into_primitive(),
-                a.into_primitive(),
-                b.into_primitive(),
-                c.into_primitive(),
-                d.into_primitive(),
-                bias.into_primitive(),
-                mode,
-                height,
-                width,
-                group_chunks,
-            )),
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::selective_scan(inner(u, delta, a, b, c, d, bias), config))
+            }
         }
     }
 }
@@ -446,21 +326,21 @@ pub fn selective_scan(
             ),
         ));
     }
-    let (mode, height, width) = order_args(order);
+    let config = ScanConfig {
+        order,
+        group_chunks: options.group_chunks,
+    };
     let run = |u: Tensor<4>, delta: Tensor<4>, b: Tensor<4>, c: Tensor<4>| {
-        Tensor::from_dispatch(Dispatch::selective_scan(
-            u.into_dispatch(),
-            delta.into_dispatch(),
-            a.clone().into_dispatch(),
-            b.into_dispatch(),
-            c.into_dispatch(),
-            d.clone().into_dispatch(),
-            bias.clone().into_dispatch(),
-            mode,
-            height,
-            width,
-            options.group_chunks,
-        ))
+        let input = ScanInput {
+            u,
+            delta,
+            a: a.clone(),
+            b,
+            c,
+            d: d.clone(),
+            bias: bias.clone(),
+        };
+        Tensor::from_dispatch(Dispatch::selective_scan(input.dispatch(), config))
     };
     if geo.batch <= max_batch {
         return Ok(run(u, delta, b, c));
@@ -480,72 +360,75 @@ pub fn selective_scan(
     Ok(Tensor::cat(parts, 0))
 }
 
+impl ScanInput {
+    fn dispatch(&self) -> ScanTensors<Dispatch> {
+        ScanTensors {
+            u: self.u.clone().into_dispatch(),
+            delta: self.delta.clone().into_dispatch(),
+            a: self.a.clone().into_dispatch(),
+            b: self.b.clone().into_dispatch(),
+            c: self.c.clone().into_dispatch(),
+            d: self.d.clone().into_dispatch(),
+            bias: self.bias.clone().into_dispatch(),
+        }
+    }
+}
+
 /// Forward kernels alone (no autodiff), returning y and the checkpoints; for benchmarks.
 pub fn scan_forward_raw(
     input: &ScanInput,
     order: ScanOrder,
     options: ScanOptions,
 ) -> (Tensor<4>, Tensor<4>) {
-    let (mode, height, width) = order_args(order);
-    let out = Dispatch::scan_forward(
-        input.u.clone().into_dispatch(),
-        input.delta.clone().into_dispatch(),
-        input.a.clone().into_dispatch(),
-        input.b.clone().into_dispatch(),
-        input.c.clone().into_dispatch(),
-        input.d.clone().into_dispatch(),
-        input.bias.clone().into_dispatch(),
-        mode,
-        height,
-        width,
-        options.group_chunks,
-    );
+    let config = ScanConfig {
+        order,
+        group_chunks: options.group_chunks,
+    };
+    let out = Dispatch::scan_forward(input.dispatch(), config);
     (
         Tensor::from_dispatch(out.y),
         Tensor::from_dispatch(out.ckpt),
     )
 }
 
-/// Backward kernels alone (no autodiff) from checkpoints `ckpt` and output gradient `dy`;
-/// returns (du, ddelta, dA, dB, dC, dD, dbias). For benchmarks and tests.
+/// Gradients of the scan from the backward kernels alone (no autodiff).
+#[derive(Debug, Clone)]
+pub struct ScanInputGrads {
+    pub du: Tensor<4>,
+    pub ddelta: Tensor<4>,
+    pub da: Tensor<2>,
+    pub db: Tensor<4>,
+    pub dc: Tensor<4>,
+    pub dd: Tensor<1>,
+    pub dbias: Tensor<1>,
+}
+
+/// Backward kernels alone (no autodiff) from checkpoints `ckpt` and output gradient `dy`.
+/// For benchmarks and tests.
 pub fn scan_backward_raw(
     input: &ScanInput,
     ckpt: Tensor<4>,
     dy: Tensor<4>,
     order: ScanOrder,
     options: ScanOptions,
-) -> (
-    Tensor<4>,
-    Tensor<4>,
-    Tensor<2>,
-    Tensor<4>,
-    Tensor<4>,
-    Tensor<1>,
-    Tensor<1>,
-) {
-    let (mode, height, width) = order_args(order);
+) -> ScanInputGrads {
+    let config = ScanConfig {
+        order,
+        group_chunks: options.group_chunks,
+    };
     let g = Dispatch::scan_backward(
-        input.u.clone().into_dispatch(),
-        input.delta.clone().into_dispatch(),
-        input.a.clone().into_dispatch(),
-        input.b.clone().into_dispatch(),
-        input.c.clone().into_dispatch(),
-        input.d.clone().into_dispatch(),
-        input.bias.clone().into_dispatch(),
+        input.dispatch(),
         ckpt.into_dispatch(),
         dy.into_dispatch(),
-        mode,
-        height,
-        width,
-        options.group_chunks,
+        config,
     );
-    (
-        Tensor::from_dispatch(g.du),
-        Tensor::from_dispatch(g.ddelta),
-        Tensor::from_dispatch(g.da),
-        Tensor::from_dispatch(g.db),
-        Tensor::from_dispatch(g.dc),
-        Tensor::from_dispatch(g.dd),
-        Tensor::from_dispatch(g.dbias),
-    )
+    ScanInputGrads {
+        du: Tensor::from_dispatch(g.du),
+        ddelta: Tensor::from_dispatch(g.ddelta),
+        da: Tensor::from_dispatch(g.da),
+        db: Tensor::from_dispatch(g.db),
+        dc: Tensor::from_dispatch(g.dc),
+        dd: Tensor::from_dispatch(g.dd),
+        dbias: Tensor::from_dispatch(g.dbias),
+    }
 }
