@@ -14,16 +14,15 @@
 // Control flow around barriers depends only on workgroup-uniform values (workgroup_id and
 // values read through workgroupUniformLoad), as WGSL's uniformity rules require.
 
-@group(0) @binding(0) var<storage, read_write> u: array<f32>;
-@group(0) @binding(1) var<storage, read_write> delta: array<f32>;
-@group(0) @binding(2) var<storage, read_write> bc: array<f32>;
-@group(0) @binding(3) var<storage, read_write> coef: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dy: array<f32>;
-@group(0) @binding(5) var<storage, read_write> ckpt: array<f32>;
-@group(0) @binding(6) var<storage, read_write> agg: array<f32>;
-@group(0) @binding(7) var<storage, read_write> dud: array<f32>;
-@group(0) @binding(8) var<storage, read_write> dpart: array<f32>;
-@group(0) @binding(9) var<storage, read_write> params: array<u32>;
+@group(0) @binding(1) var<storage, read_write> u: array<f32>;
+@group(0) @binding(2) var<storage, read_write> delta: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bc: array<f32>;
+@group(0) @binding(4) var<storage, read_write> coef: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dy: array<f32>;
+@group(0) @binding(6) var<storage, read_write> ckpt: array<f32>;
+@group(0) @binding(7) var<storage, read_write> agg: array<f32>;
+@group(0) @binding(8) var<storage, read_write> dud: array<f32>;
+@group(0) @binding(9) var<storage, read_write> dpart: array<f32>;
 
 const WORKGROUP: u32 = 256u;
 const LANES_E: u32 = 16u;

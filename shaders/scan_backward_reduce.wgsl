@@ -6,12 +6,11 @@
 // One invocation per (channel e, group g, batch*direction bk); layouts as in scan_reduce.wgsl,
 // dy (B, K, L, E) at spatial positions.
 
-@group(0) @binding(0) var<storage, read_write> delta: array<f32>;
-@group(0) @binding(1) var<storage, read_write> bc: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> coef: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dy: array<f32>;
-@group(0) @binding(4) var<storage, read_write> agg: array<f32>;
-@group(0) @binding(5) var<storage, read_write> params: array<u32>;
+@group(0) @binding(1) var<storage, read_write> delta: array<f32>;
+@group(0) @binding(2) var<storage, read_write> bc: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> coef: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dy: array<f32>;
+@group(0) @binding(5) var<storage, read_write> agg: array<f32>;
 
 fn a4(base: u32, n: u32, n_st: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
@@ -32,63 +31,41 @@ fn store4(base: u32, stride: u32, v: vec4<f32>) {
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let n_ch = params[P_CHANNELS];
-    let e = gid.x;
-    if (e >= n_ch) {
+    let it = channel_item(gid.x, wid);
+    if (it.e >= it.n_ch) {
         return;
     }
-    let n_dirs = params[P_DIRS];
-    let len = params[P_LEN];
-    let n_st = params[P_STATES];
-    let n_pad = params[P_STATES_PAD];
-    let mode = params[P_MODE];
-    let height = params[P_HEIGHT];
-    let width = params[P_WIDTH];
-    let n_groups = params[P_NGROUPS];
-    let bk = wid.z;
-    let k = bk % n_dirs;
-    let g = wid.y;
-    let span = params[P_CHUNK] * params[P_GROUP_CHUNKS];
-    let p0 = g * span;
-    let p1 = min(p0 + span, len);
-
-    let d_base = bk * len * n_ch + e;
-    let c_base = (params[P_BATCH] * n_dirs + bk) * len * n_pad;
-    let coef_base = (k * n_ch + e) * (n_st + 2u);
-    let bias = coef[coef_base + n_st + 1u];
-    let m = params[P_BATCH] * n_dirs * n_groups * n_pad * n_ch;
-    let agg_base = (bk * n_groups + g) * n_pad * n_ch + e;
-
-    for (var n0 = 0u; n0 < n_pad; n0 += STATE_BLOCK) {
-        let a0 = a4(coef_base, n0, n_st);
-        let a1 = a4(coef_base, n0 + 4u, n_st);
-        let a2 = a4(coef_base, n0 + 8u, n_st);
-        let a3 = a4(coef_base, n0 + 12u, n_st);
+    let bias = coef[it.coef_base + it.n_st + 1u];
+    for (var n0 = 0u; n0 < it.n_pad; n0 += STATE_BLOCK) {
+        let a0 = a4(it.coef_base, n0, it.n_st);
+        let a1 = a4(it.coef_base, n0 + 4u, it.n_st);
+        let a2 = a4(it.coef_base, n0 + 8u, it.n_st);
+        let a3 = a4(it.coef_base, n0 + 12u, it.n_st);
         var m0 = vec4<f32>(0.0);
         var m1 = vec4<f32>(0.0);
         var m2 = vec4<f32>(0.0);
         var m3 = vec4<f32>(0.0);
         var dsum = 0.0;
-        for (var i = p0; i < p1; i++) {
-            let pos = p1 - 1u - (i - p0);
-            let s = spatial_index(mode, k, pos, len, height, width);
-            let dt = softplus(delta[d_base + s * n_ch] + bias);
-            let gy = dy[d_base + s * n_ch];
+        for (var i = it.p0; i < it.p1; i++) {
+            let pos = it.p1 - 1u - (i - it.p0);
+            let s = spatial_index(it.mode, it.k, pos, it.len, it.height, it.width);
+            let dt = softplus(delta[it.d_base + s * it.n_ch] + bias);
+            let gy = dy[it.d_base + s * it.n_ch];
             dsum += dt;
-            let r = (c_base + s * n_pad + n0) / 4u;
+            let r = (it.c_base + s * it.n_pad + n0) / 4u;
             m0 = exp2(dt * a0) * (gy * bc[r] + m0);
             m1 = exp2(dt * a1) * (gy * bc[r + 1u] + m1);
             m2 = exp2(dt * a2) * (gy * bc[r + 2u] + m2);
             m3 = exp2(dt * a3) * (gy * bc[r + 3u] + m3);
         }
-        let base = agg_base + n0 * n_ch;
-        store4(base, n_ch, exp2(dsum * a0));
-        store4(base + 4u * n_ch, n_ch, exp2(dsum * a1));
-        store4(base + 8u * n_ch, n_ch, exp2(dsum * a2));
-        store4(base + 12u * n_ch, n_ch, exp2(dsum * a3));
-        store4(m + base, n_ch, m0);
-        store4(m + base + 4u * n_ch, n_ch, m1);
-        store4(m + base + 8u * n_ch, n_ch, m2);
-        store4(m + base + 12u * n_ch, n_ch, m3);
+        let base = it.agg_base + n0 * it.n_ch;
+        store4(base, it.n_ch, exp2(dsum * a0));
+        store4(base + 4u * it.n_ch, it.n_ch, exp2(dsum * a1));
+        store4(base + 8u * it.n_ch, it.n_ch, exp2(dsum * a2));
+        store4(base + 12u * it.n_ch, it.n_ch, exp2(dsum * a3));
+        store4(it.agg_m + base, it.n_ch, m0);
+        store4(it.agg_m + base + 4u * it.n_ch, it.n_ch, m1);
+        store4(it.agg_m + base + 8u * it.n_ch, it.n_ch, m2);
+        store4(it.agg_m + base + 12u * it.n_ch, it.n_ch, m3);
     }
 }

@@ -6,8 +6,7 @@
 // One invocation per (channel e, state n, batch*direction bk); the number of groups is small
 // (L / group span), so this pass is a short sequential walk.
 
-@group(0) @binding(0) var<storage, read_write> agg: array<f32>;
-@group(0) @binding(1) var<storage, read_write> params: array<u32>;
+@group(0) @binding(1) var<storage, read_write> agg: array<f32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {

@@ -2,8 +2,10 @@
 // `scan_*.wgsl` kernel (module-scope declarations in WGSL are order independent), so line
 // numbers inside a kernel file stay the file's own.
 
-// Parameter block: word offsets into the `params: array<u32>` binding of every scan kernel.
-// The host side writes it in model/src/ops/scan/launch.rs (`ScanParams::words`).
+// Parameter block of every scan kernel, always binding 0; the word offsets below. The host
+// writes it in model/src/ops/scan/geometry.rs (`ScanGeometry::words`).
+@group(0) @binding(0) var<storage, read_write> params: array<u32>;
+
 const P_BATCH: u32 = 0u;        // sequences' batch size B
 const P_DIRS: u32 = 1u;         // directions K
 const P_CHANNELS: u32 = 2u;     // channels per direction E
@@ -67,4 +69,65 @@ fn softplus_grad(s: f32) -> f32 {
         return 1.0;
     }
     return 1.0 / (1.0 + exp(-s));
+}
+
+// The work item of a one-channel-per-invocation kernel (reduce, forward, backward reduce):
+// channel e of batch*direction bk = wid.z, walking group g = wid.y of positions [p0, p1).
+struct Item {
+    e: u32,
+    n_ch: u32,
+    len: u32,
+    n_st: u32,
+    n_pad: u32,
+    mode: u32,
+    height: u32,
+    width: u32,
+    n_groups: u32,
+    k: u32,
+    bk: u32,
+    g: u32,
+    p0: u32,
+    p1: u32,
+    // u[u_base + s * n_ch], delta/y/dy[d_base + s * n_ch] at spatial position s.
+    u_base: u32,
+    d_base: u32,
+    // B and C rows (NP floats) at spatial position s start at b_base/c_base + s * n_pad.
+    b_base: u32,
+    c_base: u32,
+    // This channel's row of coef: A[0..N], D, bias.
+    coef_base: u32,
+    // Aggregates / carries: [a (M) | b (M)], this item's state n at agg_base + n * n_ch.
+    agg_m: u32,
+    agg_base: u32,
+}
+
+fn channel_item(e: u32, wid: vec3<u32>) -> Item {
+    var it: Item;
+    it.e = e;
+    it.n_ch = params[P_CHANNELS];
+    it.len = params[P_LEN];
+    it.n_st = params[P_STATES];
+    it.n_pad = params[P_STATES_PAD];
+    it.mode = params[P_MODE];
+    it.height = params[P_HEIGHT];
+    it.width = params[P_WIDTH];
+    it.n_groups = params[P_NGROUPS];
+    let n_dirs = params[P_DIRS];
+    let batch = params[P_BATCH];
+    it.bk = wid.z;
+    it.k = wid.z % n_dirs;
+    it.g = wid.y;
+    let span = params[P_CHUNK] * params[P_GROUP_CHUNKS];
+    it.p0 = wid.y * span;
+    it.p1 = min(it.p0 + span, it.len);
+    let u_dirs = params[P_U_DIRS];
+    let ku = select(it.k, 0u, u_dirs == 1u);
+    it.u_base = ((wid.z / n_dirs) * u_dirs + ku) * it.len * it.n_ch + e;
+    it.d_base = it.bk * it.len * it.n_ch + e;
+    it.b_base = it.bk * it.len * it.n_pad;
+    it.c_base = (batch * n_dirs + it.bk) * it.len * it.n_pad;
+    it.coef_base = (it.k * it.n_ch + e) * (it.n_st + 2u);
+    it.agg_m = batch * n_dirs * it.n_groups * it.n_pad * it.n_ch;
+    it.agg_base = (it.bk * it.n_groups + it.g) * it.n_pad * it.n_ch + e;
+    return it;
 }

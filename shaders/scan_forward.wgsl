@@ -7,14 +7,13 @@
 // registers per block of states. Layouts as in scan_reduce.wgsl; y (B, K, L, E) at spatial
 // positions; ckpt ((bk*NCH + chunk)*NP + n)*E + e.
 
-@group(0) @binding(0) var<storage, read_write> u: array<f32>;
-@group(0) @binding(1) var<storage, read_write> delta: array<f32>;
-@group(0) @binding(2) var<storage, read_write> bc: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> coef: array<f32>;
-@group(0) @binding(4) var<storage, read_write> agg: array<f32>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
-@group(0) @binding(6) var<storage, read_write> ckpt: array<f32>;
-@group(0) @binding(7) var<storage, read_write> params: array<u32>;
+@group(0) @binding(1) var<storage, read_write> u: array<f32>;
+@group(0) @binding(2) var<storage, read_write> delta: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bc: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> coef: array<f32>;
+@group(0) @binding(5) var<storage, read_write> agg: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+@group(0) @binding(7) var<storage, read_write> ckpt: array<f32>;
 
 fn a4(base: u32, n: u32, n_st: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
@@ -39,65 +38,39 @@ fn save4(base: u32, stride: u32, v: vec4<f32>) {
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let n_ch = params[P_CHANNELS];
-    let e = gid.x;
-    if (e >= n_ch) {
+    let it = channel_item(gid.x, wid);
+    if (it.e >= it.n_ch) {
         return;
     }
-    let n_dirs = params[P_DIRS];
-    let len = params[P_LEN];
-    let n_st = params[P_STATES];
-    let n_pad = params[P_STATES_PAD];
-    let mode = params[P_MODE];
-    let height = params[P_HEIGHT];
-    let width = params[P_WIDTH];
     let chunk = params[P_CHUNK];
-    let n_chunks = params[P_NCHUNKS];
-    let n_groups = params[P_NGROUPS];
-    let bk = wid.z;
-    let b = bk / n_dirs;
-    let k = bk % n_dirs;
-    let g = wid.y;
-    let span = chunk * params[P_GROUP_CHUNKS];
-    let p0 = g * span;
-    let p1 = min(p0 + span, len);
+    let n_ch = it.n_ch;
+    let skip = coef[it.coef_base + it.n_st];
+    let bias = coef[it.coef_base + it.n_st + 1u];
+    let ckpt_base = it.bk * params[P_NCHUNKS] * it.n_pad * n_ch + it.e;
 
-    let u_dirs = params[P_U_DIRS];
-    let ku = select(k, 0u, u_dirs == 1u);
-    let u_base = (b * u_dirs + ku) * len * n_ch + e;
-    let d_base = bk * len * n_ch + e;
-    let b_base = bk * len * n_pad;
-    let c_base = (params[P_BATCH] * n_dirs + bk) * len * n_pad;
-    let coef_base = (k * n_ch + e) * (n_st + 2u);
-    let skip = coef[coef_base + n_st];
-    let bias = coef[coef_base + n_st + 1u];
-    let m = params[P_BATCH] * n_dirs * n_groups * n_pad * n_ch;
-    let carry_base = m + (bk * n_groups + g) * n_pad * n_ch + e;
-    let ckpt_base = bk * n_chunks * n_pad * n_ch + e;
-
-    for (var n0 = 0u; n0 < n_pad; n0 += STATE_BLOCK) {
-        let a0 = a4(coef_base, n0, n_st);
-        let a1 = a4(coef_base, n0 + 4u, n_st);
-        let a2 = a4(coef_base, n0 + 8u, n_st);
-        let a3 = a4(coef_base, n0 + 12u, n_st);
+    for (var n0 = 0u; n0 < it.n_pad; n0 += STATE_BLOCK) {
+        let a0 = a4(it.coef_base, n0, it.n_st);
+        let a1 = a4(it.coef_base, n0 + 4u, it.n_st);
+        let a2 = a4(it.coef_base, n0 + 8u, it.n_st);
+        let a3 = a4(it.coef_base, n0 + 12u, it.n_st);
         var h0 = vec4<f32>(0.0);
         var h1 = vec4<f32>(0.0);
         var h2 = vec4<f32>(0.0);
         var h3 = vec4<f32>(0.0);
-        if (n_groups > 1u) {
-            let cb = carry_base + n0 * n_ch;
+        if (it.n_groups > 1u) {
+            let cb = it.agg_m + it.agg_base + n0 * n_ch;
             h0 = carry4(cb, n_ch);
             h1 = carry4(cb + 4u * n_ch, n_ch);
             h2 = carry4(cb + 8u * n_ch, n_ch);
             h3 = carry4(cb + 12u * n_ch, n_ch);
         }
         // The next position's loads are issued one step ahead to hide memory latency.
-        var s_nx = spatial_index(mode, k, p0, len, height, width);
-        var raw_nx = delta[d_base + s_nx * n_ch];
-        var u_nx = u[u_base + s_nx * n_ch];
-        for (var pos = p0; pos < p1; pos++) {
+        var s_nx = spatial_index(it.mode, it.k, it.p0, it.len, it.height, it.width);
+        var raw_nx = delta[it.d_base + s_nx * n_ch];
+        var u_nx = u[it.u_base + s_nx * n_ch];
+        for (var pos = it.p0; pos < it.p1; pos++) {
             if (pos % chunk == 0u) {
-                let cb = ckpt_base + ((pos / chunk) * n_pad + n0) * n_ch;
+                let cb = ckpt_base + ((pos / chunk) * it.n_pad + n0) * n_ch;
                 save4(cb, n_ch, h0);
                 save4(cb + 4u * n_ch, n_ch, h1);
                 save4(cb + 8u * n_ch, n_ch, h2);
@@ -106,8 +79,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
             let s = s_nx;
             let uv = u_nx;
             let dt = softplus(raw_nx + bias);
-            let rb = (b_base + s * n_pad + n0) / 4u;
-            let rc = (c_base + s * n_pad + n0) / 4u;
+            let rb = (it.b_base + s * it.n_pad + n0) / 4u;
+            let rc = (it.c_base + s * it.n_pad + n0) / 4u;
             let b0 = bc[rb];
             let b1 = bc[rb + 1u];
             let b2 = bc[rb + 2u];
@@ -116,10 +89,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
             let c1 = bc[rc + 1u];
             let c2 = bc[rc + 2u];
             let c3 = bc[rc + 3u];
-            if (pos + 1u < p1) {
-                s_nx = spatial_index(mode, k, pos + 1u, len, height, width);
-                raw_nx = delta[d_base + s_nx * n_ch];
-                u_nx = u[u_base + s_nx * n_ch];
+            if (pos + 1u < it.p1) {
+                s_nx = spatial_index(it.mode, it.k, pos + 1u, it.len, it.height, it.width);
+                raw_nx = delta[it.d_base + s_nx * n_ch];
+                u_nx = u[it.u_base + s_nx * n_ch];
             }
             let dtu = dt * uv;
             h0 = exp2(dt * a0) * h0 + dtu * b0;
@@ -127,7 +100,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
             h2 = exp2(dt * a2) * h2 + dtu * b2;
             h3 = exp2(dt * a3) * h3 + dtu * b3;
             let acc = dot(c0, h0) + dot(c1, h1) + dot(c2, h2) + dot(c3, h3);
-            let yi = d_base + s * n_ch;
+            let yi = it.d_base + s * n_ch;
             if (n0 == 0u) {
                 y[yi] = acc + skip * uv;
             } else {

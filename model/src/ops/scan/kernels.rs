@@ -64,8 +64,9 @@ fn launch(
 ) {
     let client = &buffers[0].client;
     let params = client.create_from_slice(bytemuck::cast_slice(params));
-    let mut bindings: Vec<_> = buffers.iter().map(|t| t.handle.clone().binding()).collect();
-    bindings.push(params.binding());
+    // The parameter block is binding 0 of every scan kernel (scan_common.wgsl).
+    let mut bindings = vec![params.binding()];
+    bindings.extend(buffers.iter().map(|t| t.handle.clone().binding()));
     client.launch(
         Box::new(SourceKernel::new(Wgsl { file }, CubeDim::new_1d(workgroup))),
         CubeCount::Static(count[0] as u32, count[1] as u32, count[2] as u32),
