@@ -167,7 +167,10 @@ pub fn bench_scan(
         };
         let dy = normal([batch, k, len, d], 0.0, 1.0);
         let order = ScanOrder::Sequential;
-        let opts = ScanOptions { group_chunks };
+        let opts = ScanOptions {
+            group_chunks,
+            ..Default::default()
+        };
         let fwd_ms = time_ms(ctx, iters, || {
             let _ = scan_forward_raw(&input, order, opts);
         })?;

@@ -3,7 +3,7 @@
 use crate::{gpu, Lcg};
 use burn::tensor::{Device, Tensor};
 use medseg_model::fixtures::{rel_l2, tensor, values};
-use medseg_model::ops::scan::{selective_scan, ScanInput, ScanOptions, ScanOrder};
+use medseg_model::ops::scan::{selective_scan, ScanGeometry, ScanInput, ScanOptions, ScanOrder};
 use medseg_model::reference::scan::{ScanDims, ScanGrads, ScanInputs};
 
 fn problem(dims: ScanDims, order: ScanOrder, seed: u64) -> ScanInputs {
@@ -112,7 +112,15 @@ fn check_case(dims: ScanDims, order: ScanOrder, group_chunks: usize, seed: u64) 
     let dy = Lcg(seed ^ 0x5eed).vec(p.delta.len(), 0.0, 1.0);
     let y = p.forward();
     let g = p.backward(&dy);
-    let gpu = run_gpu(&ctx.device, &p, &dy, ScanOptions { group_chunks });
+    let gpu = run_gpu(
+        &ctx.device,
+        &p,
+        &dy,
+        ScanOptions {
+            group_chunks,
+            ..Default::default()
+        },
+    );
     compare(
         &format!("{dims:?} {order:?} group_chunks {group_chunks}"),
         &gpu,
@@ -262,4 +270,73 @@ fn wrong_shapes_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("C has shape [1, 4, 11, 2]"), "{err}");
+}
+
+#[test]
+fn length_16384() {
+    check_case(dims(1, 1, 1, 2, 16384, 16), ScanOrder::Sequential, 0, 13);
+}
+
+/// Batches whose buffers exceed the storage-binding limit run in pieces, with the same result.
+#[test]
+fn batches_split_under_a_small_binding_limit() {
+    let Some(ctx) = gpu() else { return };
+    let d = dims(5, 4, 1, 3, 35, 16);
+    let order = ScanOrder::CrossScan {
+        height: 5,
+        width: 7,
+    };
+    let p = problem(d, order, 14);
+    let dy = Lcg(15).vec(p.delta.len(), 0.0, 1.0);
+    // Allow two batch items per piece: five run as 2 + 2 + 1.
+    let geo = ScanGeometry::new(
+        [5, 1, 35, 3],
+        [5, 4, 35, 3],
+        [12, 16],
+        [5, 4, 35, 16],
+        [5, 4, 35, 16],
+        12,
+        12,
+        order,
+        0,
+    )
+    .unwrap();
+    let per_item = geo.floats_per_batch_item() as u64 * 4;
+    let options = ScanOptions {
+        max_binding_bytes: Some(2 * per_item + 4),
+        ..Default::default()
+    };
+    let gpu = run_gpu(&ctx.device, &p, &dy, options);
+    compare(
+        "split batch",
+        &gpu,
+        &p.forward(),
+        &p.backward(&dy),
+        1e-5,
+        1e-4,
+    );
+}
+
+/// One batch item larger than the binding limit is a clear error, not a crash.
+#[test]
+fn an_item_over_the_binding_limit_is_refused() {
+    let Some(ctx) = gpu() else { return };
+    let dev = &ctx.device;
+    let input = ScanInput {
+        u: Tensor::zeros([2, 4, 64, 8], dev),
+        delta: Tensor::zeros([2, 4, 64, 8], dev),
+        a: Tensor::zeros([32, 16], dev),
+        b: Tensor::zeros([2, 4, 64, 16], dev),
+        c: Tensor::zeros([2, 4, 64, 16], dev),
+        d: Tensor::zeros([32], dev),
+        bias: Tensor::zeros([32], dev),
+    };
+    let options = ScanOptions {
+        max_binding_bytes: Some(1024),
+        ..Default::default()
+    };
+    let err = selective_scan(input, ScanOrder::Sequential, options)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("storage-binding limit of 1024 bytes"), "{err}");
 }

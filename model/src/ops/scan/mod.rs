@@ -255,6 +255,9 @@ pub struct ScanOptions {
     /// Checkpoint chunks walked by one work item (0: automatic). Small values exercise the
     /// reduce-then-scan passes with many groups.
     pub group_chunks: usize,
+    /// Largest storage binding in bytes (None: the device's limit). Batches whose buffers
+    /// would be larger are split and run in pieces.
+    pub max_binding_bytes: Option<u64>,
 }
 
 /// Inputs of [`selective_scan`], in the layouts of the module docs.
@@ -314,7 +317,9 @@ pub fn selective_scan(
         options.group_chunks,
     )?;
     let per_item_bytes = (geo.floats_per_batch_item() as u64 * 4).max(1);
-    let limit = crate::gpu::binding_limit();
+    let limit = options
+        .max_binding_bytes
+        .unwrap_or_else(crate::gpu::binding_limit);
     let by_memory = (limit / per_item_bytes) as usize;
     let by_dispatch = geometry::MAX_WORKGROUPS_PER_DIM / geo.dirs;
     let max_batch = by_memory.min(by_dispatch);
