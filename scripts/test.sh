@@ -42,3 +42,8 @@ cargo test --workspace -- --test-threads 2
 
 step "medseg check-fixtures ../shared/fixtures"
 cargo run -q -p medseg -- check-fixtures ../shared/fixtures
+
+step "medseg gpu-info and a small medseg bench scan (the commands work; timings on lavapipe mean nothing)"
+cargo run -q -p medseg -- gpu-info
+cargo run -q -p medseg -- bench scan --batch 1 --iters 2 --stages 4 --json "$CARGO_TARGET_DIR/bench-smoke.json"
+grep -q '"fwd_ms"' "$CARGO_TARGET_DIR/bench-smoke.json"
