@@ -10,7 +10,7 @@ use burn::backend::wgpu::{
 };
 use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::KernelArguments;
-use burn::cubecl::{CubeCount, CubeDim};
+use burn::cubecl::{CubeCount, CubeDim, ExecutionMode};
 use burn::tensor::{DType, Shape, Slice};
 
 /// One composed WGSL file as a CubeCL kernel.
@@ -24,7 +24,11 @@ impl KernelSource for Wgsl {
     }
 
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info(self.file.name)
+        // Unchecked: every loop of our kernels is bounded by construction, and the checked
+        // mode makes wgpu add a loop-bounding counter to each of them (hot loops included).
+        KernelId::new::<Self>()
+            .info(self.file.name)
+            .mode(ExecutionMode::Unchecked)
     }
 
     fn lang(&self) -> &'static str {
