@@ -47,7 +47,11 @@ pub struct ScanBench {
 /// API's buffer copy and our WGSL copy kernel (shaders/copy.wgsl).
 pub fn copy_bandwidth(ctx: &GpuContext, iters: usize) -> f64 {
     // 256 MiB on a GPU; 16 MiB on a software adapter, where this is only a smoke test.
-    let want: u64 = if ctx.adapter.device_type == "Cpu" { 16 << 20 } else { 256 << 20 };
+    let want: u64 = if ctx.adapter.device_type == "Cpu" {
+        16 << 20
+    } else {
+        256 << 20
+    };
     let bytes = want.min((ctx.limits.max_storage_buffer_binding_size / 2) & !15);
     let make = |label| {
         ctx.wgpu_device.create_buffer(&wgpu::BufferDescriptor {
