@@ -8,7 +8,10 @@
 // and reduces the per-(e, n) terms in workgroup memory: over n for du and d(delta) (partial
 // per state block), over the workgroup's channels for dB and dC (partial per channel group);
 // the host sums the partials. Inputs of each tile of TILE positions are staged in workgroup
-// memory once (softplus included), so the per-position loop reads no global memory.
+// memory once (softplus included), so the per-position loop reads no global memory. The
+// adjoint walk runs RT positions between two barriers, keeping each invocation's lambda,
+// its A-term and h_t per position; the reductions of those RT positions then run on all
+// invocations at once (one sum of 16 terms each).
 //   dud   = [du (NB, B, K, L, E) | ddelta (NB, B, K, L, E)]
 //   dpart = [dB (B*K, NEG, L, N) | dC (B*K, NEG, L, N) | dA (B*K, NG, E, N)]
 // Control flow around barriers depends only on workgroup-uniform values (workgroup_id and
@@ -30,20 +33,27 @@ const LANES_N: u32 = 16u;
 // Checkpoint chunk (positions); h_{t-1} of one chunk is kept per invocation.
 const MAX_CHUNK: u32 = 32u;
 // Positions staged in workgroup memory at a time.
-const TILE: u32 = 16u;
+const TILE: u32 = 8u;
+// Positions of the adjoint walk between two barriers.
+const RT: u32 = 4u;
+// Row length of the per-position term arrays: 16 rows of 16 invocations, padded to 17 so that
+// both the row-wise and the column-wise sums are free of bank conflicts.
+const ROW: u32 = 17u;
+const TERMS: u32 = 272u;
 
 // Staged tile: [position][channel] for delta (softplus), its derivative, u and dy;
 // [position][state] for B and C.
-var<workgroup> s_dt: array<f32, 256>;
-var<workgroup> s_sg: array<f32, 256>;
-var<workgroup> s_u: array<f32, 256>;
-var<workgroup> s_g: array<f32, 256>;
-var<workgroup> s_b: array<f32, 256>;
-var<workgroup> s_c: array<f32, 256>;
-// Two buffers x four terms x WORKGROUP invocations, as vec4s. The terms reduced over states
-// (dd, du) are stored channel-major, those reduced over channels (db, dc) state-major, so
-// every reduction reads four consecutive vec4s.
-var<workgroup> red: array<vec4<f32>, 512>;
+var<workgroup> s_dt: array<f32, 128>;
+var<workgroup> s_sg: array<f32, 128>;
+var<workgroup> s_u: array<f32, 128>;
+var<workgroup> s_g: array<f32, 128>;
+var<workgroup> s_b: array<f32, 128>;
+var<workgroup> s_c: array<f32, 128>;
+// Per position of an RT block, per invocation (nl * ROW + el): lambda, lambda * A * a_t * h_{t-1}
+// and h_t.
+var<workgroup> t_lam: array<f32, 1088>;
+var<workgroup> t_x: array<f32, 1088>;
+var<workgroup> t_h: array<f32, 1088>;
 var<workgroup> wg_p0: u32;
 var<workgroup> wg_p1: u32;
 var<workgroup> wg_chunk: u32;
@@ -68,6 +78,9 @@ struct Tile {
 
 // Stage positions [t, t + TILE) (those below t_end) into workgroup memory.
 fn stage(tl: Tile, idx: u32, t: u32, t_end: u32) {
+    if (idx >= TILE * LANES_E) {
+        return;
+    }
     let i = idx / LANES_E;
     let j = idx % LANES_E;
     let pos = t + i;
@@ -165,7 +178,6 @@ fn main(@builtin(local_invocation_index) idx: u32, @builtin(workgroup_id) wid: v
     }
     var da_acc = 0.0;
     var hprev: array<f32, 32>;
-    var step = 0u;
 
     let first_chunk = p0 / chunk;
     let n_own = (p1 - p0 + chunk - 1u) / chunk;
@@ -192,67 +204,86 @@ fn main(@builtin(local_invocation_index) idx: u32, @builtin(workgroup_id) wid: v
                 workgroupBarrier();
             }
         }
-        // (b) adjoint walk with the workgroup reductions.
+        // (b) adjoint walk, RT positions at a time, then their reductions on all invocations.
         for (var tt = 0u; tt < MAX_CHUNK / TILE; tt++) {
             let tile = MAX_CHUNK / TILE - 1u - tt;
             let tb = t0 + tile * TILE;
             if (tb < t1) {
                 stage(tl, idx, tb, t1);
                 workgroupBarrier();
-                for (var ii = 0u; ii < TILE; ii++) {
-                    let i = TILE - 1u - ii;
-                    let pos = tb + i;
-                    if (pos < t1) {
-                        let r = i * LANES_E + el;
-                        let w = i * LANES_E + nl;
-                        let dt = s_dt[r];
-                        let uv = s_u[r];
-                        let gy = s_g[r];
-                        let bn = s_b[w];
-                        let ab = exp2(dt * a2);
-                        let hp = hprev[tile * TILE + i];
+                for (var rr = 0u; rr < TILE / RT; rr++) {
+                    let rb = TILE - RT * (rr + 1u);
+                    for (var ii = 0u; ii < RT; ii++) {
+                        let i = rb + RT - 1u - ii;
+                        let slot = (RT - 1u - ii) * TERMS + nl * ROW + el;
                         var lam = 0.0;
-                        if (live) {
-                            lam = gy * s_c[w] + mu;
-                        }
-                        da_acc += lam * dt * ab * hp;
-                        mu = ab * lam;
-                        let buf = (step & 1u) * WORKGROUP;
-                        let em = el * LANES_N + nl;
-                        red[buf + em / 4u][em % 4u] = lam * (a_n * ab * hp + bn * uv);
-                        red[buf + 64u + em / 4u][em % 4u] = lam * bn;
-                        red[buf + 128u + idx / 4u][idx % 4u] = lam * dt * uv;
-                        red[buf + 192u + idx / 4u][idx % 4u] = select(0.0, gy * (ab * hp + dt * uv * bn), live);
-                        step += 1u;
-                        workgroupBarrier();
-                        let s = spatial_index(tl.mode, k, pos, len, tl.height, tl.width);
-                        if (idx < LANES_E) {
-                            if (e < n_ch) {
-                                let o4 = buf + idx * 4u;
-                                let vdd = red[o4] + red[o4 + 1u] + red[o4 + 2u] + red[o4 + 3u];
-                                let vdu = red[o4 + 64u] + red[o4 + 65u] + red[o4 + 66u] + red[o4 + 67u];
-                                let sdd = vdd.x + vdd.y + vdd.z + vdd.w;
-                                let sdu = vdu.x + vdu.y + vdu.z + vdu.w;
-                                let o = nb * bkle + tl.d_base + s * n_ch + e;
-                                dud[o] = dt * sdu + skip * gy;
-                                dud[n_blocks * bkle + o] = sdd * s_sg[r];
+                        var x = 0.0;
+                        var ht = 0.0;
+                        if (tb + i < t1) {
+                            let r = i * LANES_E + el;
+                            let w = i * LANES_E + nl;
+                            let dt = s_dt[r];
+                            let ab = exp2(dt * a2);
+                            let hp = hprev[tile * TILE + i];
+                            if (live) {
+                                lam = s_g[r] * s_c[w] + mu;
+                                ht = ab * hp + dt * s_u[r] * s_b[w];
                             }
-                        } else if (idx >= 32u && idx < 32u + LANES_N) {
-                            let ns = nb * LANES_N + idx - 32u;
+                            da_acc += lam * dt * ab * hp;
+                            mu = ab * lam;
+                            x = lam * a_n * ab * hp;
+                        }
+                        t_lam[slot] = lam;
+                        t_x[slot] = x;
+                        t_h[slot] = ht;
+                    }
+                    workgroupBarrier();
+                    // Jobs: per position of the block, 16 channel sums (du, d(delta)), 16 dB and
+                    // 16 dC sums.
+                    let jp = idx / 64u;
+                    let job = idx % 64u;
+                    let lane = job % 16u;
+                    let i = rb + jp;
+                    let pos = tb + i;
+                    if (jp < RT && job < 48u && pos < t1) {
+                        let s = spatial_index(tl.mode, k, pos, len, tl.height, tl.width);
+                        let base = jp * TERMS;
+                        if (job < 16u) {
+                            // Channel e = e0 + lane (= this invocation's el).
+                            var sx = 0.0;
+                            var slb = 0.0;
+                            for (var j = 0u; j < LANES_N; j++) {
+                                let o = base + j * ROW + lane;
+                                sx += t_x[o];
+                                slb += t_lam[o] * s_b[i * LANES_E + j];
+                            }
+                            if (e < n_ch) {
+                                let r = i * LANES_E + lane;
+                                let o = nb * bkle + tl.d_base + s * n_ch + e;
+                                dud[o] = s_dt[r] * slb + skip * s_g[r];
+                                dud[n_blocks * bkle + o] = (sx + s_u[r] * slb) * s_sg[r];
+                            }
+                        } else {
+                            let ns = nb * LANES_N + lane;
+                            var acc = 0.0;
+                            if (job < 32u) {
+                                for (var j = 0u; j < LANES_E; j++) {
+                                    let r = i * LANES_E + j;
+                                    acc += t_lam[base + lane * ROW + j] * s_dt[r] * s_u[r];
+                                }
+                            } else {
+                                for (var j = 0u; j < LANES_E; j++) {
+                                    acc += t_h[base + lane * ROW + j] * s_g[i * LANES_E + j];
+                                }
+                            }
                             if (ns < n_st) {
-                                let o4 = buf + 128u + (idx - 32u) * 4u;
-                                let vdb = red[o4] + red[o4 + 1u] + red[o4 + 2u] + red[o4 + 3u];
-                                let vdc = red[o4 + 64u] + red[o4 + 65u] + red[o4 + 66u] + red[o4 + 67u];
-                                let sdb = vdb.x + vdb.y + vdb.z + vdb.w;
-                                let sdc = vdc.x + vdc.y + vdc.z + vdc.w;
                                 let o = ((bk * n_egroups + eg) * len + s) * n_st + ns;
-                                dpart[o] = sdb;
-                                dpart[q + o] = sdc;
+                                dpart[select(0u, q, job >= 32u) + o] = acc;
                             }
                         }
                     }
+                    workgroupBarrier();
                 }
-                workgroupBarrier();
             }
         }
     }
