@@ -133,6 +133,39 @@ fn flat_slice(t: CubeTensor, start: usize, len: usize, dims: Vec<usize>) -> Cube
     Cb::float_reshape(s, Shape::from(dims))
 }
 
+/// Passes 1 and 2 of reduce-then-scan: each group's aggregate from `reduce` over `inputs`,
+/// then, in place, the state entering each group. A one-element placeholder when the
+/// sequences are walked as a single group.
+fn group_carries(
+    g: &ScanGeometry,
+    groups: usize,
+    reduce: &'static ShaderFile,
+    inputs: &[&CubeTensor],
+    words: &[u32],
+) -> CubeTensor {
+    let bk = g.batch * g.dirs;
+    let len = if groups > 1 {
+        2 * bk * groups * g.states_pad * g.channels
+    } else {
+        1
+    };
+    let agg = empty(inputs[0], vec![len]);
+    if groups > 1 {
+        let x = g.channels.div_ceil(CHANNEL_WORKGROUP as usize);
+        let mut buffers = inputs.to_vec();
+        buffers.push(&agg);
+        launch(reduce, CHANNEL_WORKGROUP, [x, groups, bk], &buffers, words);
+        launch(
+            &shaders::SCAN_CARRY,
+            CHANNEL_WORKGROUP,
+            [x, g.states_pad, bk],
+            &[&agg],
+            words,
+        );
+    }
+    agg
+}
+
 impl ScanKernels for CubeBackend {
     fn scan_forward(x: ScanTensors<Self>, config: ScanConfig) -> ScanForward<Self> {
         let g = config.geometry(shapes(&x));
@@ -150,29 +183,14 @@ impl ScanKernels for CubeBackend {
         let (bc, coef) = pack(a, b, c, d, bias, &g);
         let bk = g.batch * g.dirs;
         let x = g.channels.div_ceil(CHANNEL_WORKGROUP as usize);
-        let agg_len = if g.fwd_groups > 1 {
-            2 * bk * g.fwd_groups * g.states_pad * g.channels
-        } else {
-            1
-        };
-        let agg = empty(&u, vec![agg_len]);
         let words = g.words(g.fwd_group_chunks, g.fwd_groups, false);
-        if g.fwd_groups > 1 {
-            launch(
-                &shaders::SCAN_REDUCE,
-                CHANNEL_WORKGROUP,
-                [x, g.fwd_groups, bk],
-                &[&u, &delta, &bc, &coef, &agg],
-                &words,
-            );
-            launch(
-                &shaders::SCAN_CARRY,
-                CHANNEL_WORKGROUP,
-                [x, g.states_pad, bk],
-                &[&agg],
-                &words,
-            );
-        }
+        let agg = group_carries(
+            &g,
+            g.fwd_groups,
+            &shaders::SCAN_REDUCE,
+            &[&u, &delta, &bc, &coef],
+            &words,
+        );
         expect_len(&u, g.batch * g.u_dirs * g.len * g.channels, "u");
         expect_len(&delta, bk * g.len * g.channels, "delta");
         expect_len(&bc, 2 * bk * g.len * g.states_pad, "bc");
@@ -213,29 +231,13 @@ impl ScanKernels for CubeBackend {
         let bk = g.batch * g.dirs;
         let ke = g.dirs * g.channels;
         let words = g.words(g.bwd_group_chunks, g.bwd_groups, true);
-        let agg_len = if g.bwd_groups > 1 {
-            2 * bk * g.bwd_groups * g.states_pad * g.channels
-        } else {
-            1
-        };
-        let agg = empty(&u, vec![agg_len]);
-        if g.bwd_groups > 1 {
-            let x = g.channels.div_ceil(CHANNEL_WORKGROUP as usize);
-            launch(
-                &shaders::SCAN_BACKWARD_REDUCE,
-                CHANNEL_WORKGROUP,
-                [x, g.bwd_groups, bk],
-                &[&delta, &bc, &coef, &dy, &agg],
-                &words,
-            );
-            launch(
-                &shaders::SCAN_CARRY,
-                CHANNEL_WORKGROUP,
-                [x, g.states_pad, bk],
-                &[&agg],
-                &words,
-            );
-        }
+        let agg = group_carries(
+            &g,
+            g.bwd_groups,
+            &shaders::SCAN_BACKWARD_REDUCE,
+            &[&delta, &bc, &coef, &dy],
+            &words,
+        );
         let seq = bk * g.len * g.channels;
         let q = bk * g.n_egroups * g.len * g.states;
         let da_len = bk * g.bwd_groups * g.channels * g.states;
