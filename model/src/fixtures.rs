@@ -206,6 +206,11 @@ type Checker = fn(&Fixture, &Device) -> Result<Vec<Comparison>, String>;
 const CHECKS: &[(&str, &str, Checker)] = &[
     ("selective_scan_", "selective scan", check_selective_scan),
     ("ss2d", "SS2D", crate::ss2d::check_fixture),
+    (
+        "e2e_vmunet",
+        "VM-UNet e2e",
+        crate::nn::parity::check_e2e_vmunet,
+    ),
 ];
 
 /// Summary of a directory run.

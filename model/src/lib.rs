@@ -6,9 +6,11 @@ pub mod bench;
 pub mod error;
 pub mod fixtures;
 pub mod gpu;
+pub mod nn;
 pub mod ops;
 pub mod reference;
 pub mod shaders;
 pub mod ss2d;
+pub mod train;
 
 pub use error::{GpuError, ShapeError};

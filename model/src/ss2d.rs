@@ -250,3 +250,40 @@ pub fn check_fixture(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, St
     grad_of(names[10], gv(&block.out_proj, &grads))?;
     Ok(cmp)
 }
+
+impl Ss2d {
+    /// Weights under the official names (`in_proj.weight`, `A_logs`, …) from `w`.
+    pub fn load(cfg: Ss2dConfig, w: &mut crate::nn::params::Loader) -> Result<Self, String> {
+        let (c, e, n, r) = (cfg.dims, cfg.inner(), cfg.d_state, cfg.dt_rank);
+        Ok(Self {
+            in_proj: w.param("in_proj.weight", [2 * e, c])?,
+            conv_weight: w.param("conv2d.weight", [e, 1, 3, 3])?,
+            conv_bias: w.param("conv2d.bias", [e])?,
+            x_proj: w.param("x_proj_weight", [DIRECTIONS, r + 2 * n, e])?,
+            dt_proj: w.param("dt_projs_weight", [DIRECTIONS, e, r])?,
+            dt_bias: w.param("dt_projs_bias", [DIRECTIONS, e])?,
+            a_logs: w.param("A_logs", [DIRECTIONS * e, n])?,
+            ds: w.param("Ds", [DIRECTIONS * e])?,
+            norm_weight: w.param("out_norm.weight", [e])?,
+            norm_bias: w.param("out_norm.bias", [e])?,
+            out_proj: w.param("out_proj.weight", [c, e])?,
+        })
+    }
+}
+
+impl crate::nn::params::NamedParams for Ss2d {
+    fn named_params(&self, prefix: &str, out: &mut Vec<(String, crate::nn::params::AnyParam)>) {
+        use crate::nn::params::join;
+        out.push((join(prefix, "in_proj.weight"), (&self.in_proj).into()));
+        out.push((join(prefix, "conv2d.weight"), (&self.conv_weight).into()));
+        out.push((join(prefix, "conv2d.bias"), (&self.conv_bias).into()));
+        out.push((join(prefix, "x_proj_weight"), (&self.x_proj).into()));
+        out.push((join(prefix, "dt_projs_weight"), (&self.dt_proj).into()));
+        out.push((join(prefix, "dt_projs_bias"), (&self.dt_bias).into()));
+        out.push((join(prefix, "A_logs"), (&self.a_logs).into()));
+        out.push((join(prefix, "Ds"), (&self.ds).into()));
+        out.push((join(prefix, "out_norm.weight"), (&self.norm_weight).into()));
+        out.push((join(prefix, "out_norm.bias"), (&self.norm_bias).into()));
+        out.push((join(prefix, "out_proj.weight"), (&self.out_proj).into()));
+    }
+}

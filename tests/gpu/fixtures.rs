@@ -4,7 +4,7 @@ use crate::{gpu, shared_dir};
 use medseg_model::fixtures::{check_dir, Outcome};
 
 #[test]
-fn official_scan_and_ss2d_fixtures_pass() {
+fn official_fixtures_pass() {
     let Some(ctx) = gpu() else { return };
     let dir = shared_dir().join("fixtures");
     let report =
@@ -21,6 +21,7 @@ fn official_scan_and_ss2d_fixtures_pass() {
         "selective_scan_L4096.safetensors",
         "selective_scan_L4999.safetensors",
         "ss2d.safetensors",
+        "e2e_vmunet_c1.safetensors",
     ] {
         assert!(
             checked.contains(&want),

@@ -1,0 +1,6 @@
+//! Networks and their building blocks, with parameters under the official state_dict names.
+
+pub mod loss;
+pub mod params;
+pub mod parity;
+pub mod vm_unet;

@@ -1,0 +1,159 @@
+//! Building modules from named weights (official checkpoints, fixtures, or a random source)
+//! and listing their parameters by name.
+
+use burn::module::Param;
+use burn::tensor::{Device, Gradients, Tensor, TensorData};
+
+/// Where a module's weights come from: given a full parameter name and its shape, the values
+/// (row-major f32).
+pub trait WeightSource {
+    fn get(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String>;
+}
+
+/// Random normal weights (std 0.02, seeded) for every parameter: for counting parameters
+/// and for tests. Networks' official initialisation is a separate concern.
+pub struct RandomWeights {
+    pub state: u64,
+}
+
+impl WeightSource for RandomWeights {
+    fn get(&mut self, _name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
+        let n: usize = shape.iter().product();
+        let mut uniform = || {
+            self.state = self
+                .state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        Ok((0..n)
+            .map(|_| {
+                // Box–Muller.
+                let (a, b) = (uniform(), uniform());
+                (0.02 * (-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos()) as f32
+            })
+            .collect())
+    }
+}
+
+/// Builds parameters on one device from a [`WeightSource`], under a name prefix.
+pub struct Loader<'a> {
+    pub source: &'a mut dyn WeightSource,
+    pub device: Device,
+    prefix: String,
+}
+
+impl<'a> Loader<'a> {
+    pub fn new(source: &'a mut dyn WeightSource, device: Device, prefix: &str) -> Self {
+        Self {
+            source,
+            device,
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// The same source and device under `prefix.name`.
+    pub fn sub(&mut self, name: &str) -> Loader<'_> {
+        Loader {
+            source: &mut *self.source,
+            device: self.device.clone(),
+            prefix: join(&self.prefix, name),
+        }
+    }
+
+    pub fn param<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+    ) -> Result<Param<Tensor<D>>, String> {
+        let full = join(&self.prefix, name);
+        let values = self.source.get(&full, &shape)?;
+        let n: usize = shape.iter().product();
+        if values.len() != n {
+            return Err(format!(
+                "{full}: {} values for shape {shape:?}",
+                values.len()
+            ));
+        }
+        let t = Tensor::from_data(TensorData::new(values, shape.to_vec()), &self.device);
+        Ok(Param::from_tensor(if self.device.is_autodiff() {
+            t.require_grad()
+        } else {
+            t
+        }))
+    }
+}
+
+pub fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// A parameter of any rank, for listing.
+#[derive(Debug, Clone)]
+pub enum AnyParam {
+    R1(Param<Tensor<1>>),
+    R2(Param<Tensor<2>>),
+    R3(Param<Tensor<3>>),
+    R4(Param<Tensor<4>>),
+}
+
+impl AnyParam {
+    pub fn numel(&self) -> usize {
+        match self {
+            AnyParam::R1(p) => p.val().shape().num_elements(),
+            AnyParam::R2(p) => p.val().shape().num_elements(),
+            AnyParam::R3(p) => p.val().shape().num_elements(),
+            AnyParam::R4(p) => p.val().shape().num_elements(),
+        }
+    }
+
+    fn flat(&self) -> Tensor<1> {
+        match self {
+            AnyParam::R1(p) => p.val(),
+            AnyParam::R2(p) => p.val().flatten(0, 1),
+            AnyParam::R3(p) => p.val().flatten(0, 2),
+            AnyParam::R4(p) => p.val().flatten(0, 3),
+        }
+    }
+
+    /// The gradient in `grads`, flattened, if one reached this parameter.
+    pub fn grad(&self, grads: &Gradients) -> Option<Tensor<1>> {
+        match self {
+            AnyParam::R1(p) => p.val().grad(grads),
+            AnyParam::R2(p) => p.val().grad(grads).map(|g| g.flatten(0, 1)),
+            AnyParam::R3(p) => p.val().grad(grads).map(|g| g.flatten(0, 2)),
+            AnyParam::R4(p) => p.val().grad(grads).map(|g| g.flatten(0, 3)),
+        }
+    }
+
+    /// The values, flattened.
+    pub fn value(&self) -> Tensor<1> {
+        self.flat()
+    }
+}
+
+macro_rules! any_param_from {
+    ($($r:ident $d:literal),*) => {$(
+        impl From<&Param<Tensor<$d>>> for AnyParam {
+            fn from(p: &Param<Tensor<$d>>) -> Self {
+                AnyParam::$r(p.clone())
+            }
+        }
+    )*};
+}
+any_param_from!(R1 1, R2 2, R3 3, R4 4);
+
+/// Modules that list their parameters under official names.
+pub trait NamedParams {
+    fn named_params(&self, prefix: &str, out: &mut Vec<(String, AnyParam)>);
+
+    fn param_count(&self) -> usize {
+        let mut v = Vec::new();
+        self.named_params("", &mut v);
+        v.iter().map(|(_, p)| p.numel()).sum()
+    }
+}

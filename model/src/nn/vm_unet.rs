@@ -1,0 +1,353 @@
+//! VM-UNet (MODEL-SPEC §A.3–A.4): PatchEmbed, VSS blocks (LayerNorm + SS2D, residual), patch
+//! merging, patch expanding with additive skips, the final ×4 expand and a 1×1 conv to K
+//! classes. Parameters carry the official names (`layers.0.blocks.0.self_attention…`).
+
+use super::params::{join, AnyParam, Loader, NamedParams};
+use crate::ss2d::{layer_norm, Ss2d, Ss2dConfig};
+use burn::module::Param;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::Tensor;
+
+/// Sizes of a VM-UNet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmUnetConfig {
+    /// Encoder widths, one per stage (paper: 96, 192, 384, 768).
+    pub dims: Vec<usize>,
+    /// VSS blocks per encoder stage (paper: 2, 2, 2, 2).
+    pub depths: Vec<usize>,
+    /// VSS blocks per decoder stage, deepest first (paper: 2, 2, 2, 1).
+    pub depths_decoder: Vec<usize>,
+    pub d_state: usize,
+    pub num_classes: usize,
+    pub in_channels: usize,
+}
+
+impl VmUnetConfig {
+    /// The paper's configuration.
+    pub fn paper(num_classes: usize) -> Self {
+        Self {
+            dims: vec![96, 192, 384, 768],
+            depths: vec![2, 2, 2, 2],
+            depths_decoder: vec![2, 2, 2, 1],
+            d_state: 16,
+            num_classes,
+            in_channels: 3,
+        }
+    }
+
+    fn ss2d(&self, dims: usize) -> Ss2dConfig {
+        Ss2dConfig {
+            d_state: self.d_state,
+            ..Ss2dConfig::new(dims)
+        }
+    }
+}
+
+/// A trainable LayerNorm over the last dimension (`weight`, `bias`).
+#[derive(Debug, Clone)]
+pub struct Norm {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+}
+
+impl Norm {
+    fn load(w: &mut Loader, name: &str, dims: usize) -> Result<Self, String> {
+        Ok(Self {
+            weight: w.param(&format!("{name}.weight"), [dims])?,
+            bias: w.param(&format!("{name}.bias"), [dims])?,
+        })
+    }
+
+    /// Over the channels of (B, H, W, C).
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let dims = x.dims();
+        let y = layer_norm(
+            x.reshape([dims[0] * dims[1] * dims[2], dims[3]]),
+            self.weight.val(),
+            self.bias.val(),
+        );
+        y.reshape(dims)
+    }
+
+    fn named(&self, prefix: &str, name: &str, out: &mut Vec<(String, AnyParam)>) {
+        out.push((
+            join(prefix, &format!("{name}.weight")),
+            (&self.weight).into(),
+        ));
+        out.push((join(prefix, &format!("{name}.bias")), (&self.bias).into()));
+    }
+}
+
+/// x (…, C_in) · Wᵀ with W (C_out, C_in), over the last dimension of (B, H, W, C).
+fn linear(x: Tensor<4>, w: &Param<Tensor<2>>) -> Tensor<4> {
+    let [b, h, wd, c] = x.dims();
+    let [o, _] = w.val().dims();
+    x.reshape([b * h * wd, c])
+        .matmul(w.val().transpose())
+        .reshape([b, h, wd, o])
+}
+
+/// `x ← x + SS2D(LN(x))`.
+#[derive(Debug)]
+pub struct VssBlock {
+    pub ln_1: Norm,
+    pub self_attention: Ss2d,
+}
+
+impl VssBlock {
+    fn load(w: &mut Loader, cfg: Ss2dConfig) -> Result<Self, String> {
+        Ok(Self {
+            ln_1: Norm::load(w, "ln_1", cfg.dims)?,
+            self_attention: Ss2d::load(cfg, &mut w.sub("self_attention"))?,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<4>, String> {
+        let y = self
+            .self_attention
+            .forward(self.ln_1.forward(x.clone()))
+            .map_err(|e| e.to_string())?;
+        Ok(x + y)
+    }
+}
+
+impl NamedParams for VssBlock {
+    fn named_params(&self, prefix: &str, out: &mut Vec<(String, AnyParam)>) {
+        self.ln_1.named(prefix, "ln_1", out);
+        self.self_attention
+            .named_params(&join(prefix, "self_attention"), out);
+    }
+}
+
+/// Patch merging: the four 2×2 sub-grids concatenated (4C), LayerNorm, Linear 4C → 2C.
+#[derive(Debug)]
+pub struct PatchMerging {
+    pub norm: Norm,
+    pub reduction: Param<Tensor<2>>,
+}
+
+impl PatchMerging {
+    pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<4>, String> {
+        let [b, h, w, c] = x.dims();
+        if h % 2 != 0 || w % 2 != 0 {
+            return Err(format!("patch merging needs an even map, got {h}x{w}"));
+        }
+        let grid = x.reshape([b * h / 2, 2, w / 2, 2 * c]);
+        // (even row, even col), (odd row, even col), (even row, odd col), (odd row, odd col).
+        let sub = |row: usize, col: usize| {
+            grid.clone()
+                .narrow(1, row, 1)
+                .narrow(3, col * c, c)
+                .reshape([b, h / 2, w / 2, c])
+        };
+        let x = Tensor::cat(vec![sub(0, 0), sub(1, 0), sub(0, 1), sub(1, 1)], 3);
+        Ok(linear(self.norm.forward(x), &self.reduction))
+    }
+}
+
+/// Patch expanding by `scale`: Linear C_in → scale²·c, pixels laid out as (p1, p2, c), LayerNorm(c).
+#[derive(Debug)]
+pub struct PatchExpand {
+    pub expand: Param<Tensor<2>>,
+    pub norm: Norm,
+    pub scale: usize,
+}
+
+impl PatchExpand {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, h, w, _] = x.dims();
+        let x = linear(x, &self.expand);
+        let s = self.scale;
+        let c = x.dims()[3] / (s * s);
+        let x = x
+            .reshape([b * h, w, s, s * c])
+            .swap_dims(1, 2)
+            .reshape([b, h * s, w * s, c]);
+        self.norm.forward(x)
+    }
+}
+
+/// One encoder or decoder stage of VSS blocks.
+#[derive(Debug)]
+pub struct Stage {
+    pub blocks: Vec<VssBlock>,
+}
+
+impl Stage {
+    fn forward(&self, mut x: Tensor<4>) -> Result<Tensor<4>, String> {
+        for b in &self.blocks {
+            x = b.forward(x)?;
+        }
+        Ok(x)
+    }
+}
+
+/// The whole network: input (B, C_in, H, W), H and W multiples of 32; logits (B, K, H, W).
+#[derive(Debug)]
+pub struct VmUnet {
+    pub config: VmUnetConfig,
+    pub patch_embed: (Param<Tensor<4>>, Param<Tensor<1>>, Norm),
+    pub layers: Vec<Stage>,
+    pub downsample: Vec<PatchMerging>,
+    pub layers_up: Vec<Stage>,
+    pub upsample: Vec<PatchExpand>,
+    pub final_up: PatchExpand,
+    pub final_conv: (Param<Tensor<4>>, Param<Tensor<1>>),
+}
+
+impl VmUnet {
+    /// Weights under the official names with prefix `prefix` (e.g. "vmunet").
+    pub fn load(config: VmUnetConfig, w: &mut Loader) -> Result<Self, String> {
+        let d = &config.dims;
+        let stages = d.len();
+        if stages < 2 || config.depths.len() != stages || config.depths_decoder.len() != stages {
+            return Err(format!(
+                "dims {:?}, depths {:?} and decoder depths {:?} must have the same length (at least 2)",
+                d, config.depths, config.depths_decoder
+            ));
+        }
+        let c0 = d[0];
+        let patch_embed = (
+            w.param("patch_embed.proj.weight", [c0, config.in_channels, 4, 4])?,
+            w.param("patch_embed.proj.bias", [c0])?,
+            Norm::load(w, "patch_embed.norm", c0)?,
+        );
+        let mut layers = Vec::new();
+        let mut downsample = Vec::new();
+        for (i, (&dim, &depth)) in d.iter().zip(&config.depths).enumerate() {
+            let mut l = w.sub(&format!("layers.{i}"));
+            let blocks = (0..depth)
+                .map(|j| VssBlock::load(&mut l.sub(&format!("blocks.{j}")), config.ss2d(dim)))
+                .collect::<Result<_, _>>()?;
+            layers.push(Stage { blocks });
+            if i + 1 < stages {
+                downsample.push(PatchMerging {
+                    norm: Norm::load(&mut l, "downsample.norm", 4 * dim)?,
+                    reduction: l.param("downsample.reduction.weight", [2 * dim, 4 * dim])?,
+                });
+            }
+        }
+        let mut layers_up = Vec::new();
+        let mut upsample = Vec::new();
+        for (i, &depth) in config.depths_decoder.iter().enumerate() {
+            let dim = d[stages - 1 - i];
+            let mut l = w.sub(&format!("layers_up.{i}"));
+            if i > 0 {
+                upsample.push(PatchExpand {
+                    expand: l.param("upsample.expand.weight", [4 * dim, 2 * dim])?,
+                    norm: Norm::load(&mut l, "upsample.norm", dim)?,
+                    scale: 2,
+                });
+            }
+            let blocks = (0..depth)
+                .map(|j| VssBlock::load(&mut l.sub(&format!("blocks.{j}")), config.ss2d(dim)))
+                .collect::<Result<_, _>>()?;
+            layers_up.push(Stage { blocks });
+        }
+        let final_up = PatchExpand {
+            expand: w.param("final_up.expand.weight", [4 * c0, c0])?,
+            norm: Norm::load(w, "final_up.norm", c0 / 4)?,
+            scale: 4,
+        };
+        let final_conv = (
+            w.param("final_conv.weight", [config.num_classes, c0 / 4, 1, 1])?,
+            w.param("final_conv.bias", [config.num_classes])?,
+        );
+        Ok(Self {
+            config,
+            patch_embed,
+            layers,
+            downsample,
+            layers_up,
+            upsample,
+            final_up,
+            final_conv,
+        })
+    }
+
+    /// Logits (B, K, H, W) of an input (B, C_in, H, W).
+    pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<4>, String> {
+        let [_, c, h, w] = x.dims();
+        if c != self.config.in_channels || h % 32 != 0 || w % 32 != 0 || h == 0 || w == 0 {
+            return Err(format!(
+                "VM-UNet needs ({}, H, W) inputs with H and W multiples of 32; got ({c}, {h}, {w})",
+                self.config.in_channels
+            ));
+        }
+        let (pw, pb, pn) = &self.patch_embed;
+        let x = conv2d(
+            x,
+            pw.val(),
+            Some(pb.val()),
+            ConvOptions::new([4, 4], [0, 0], [1, 1], 1),
+        );
+        let mut x = pn.forward(x.permute([0, 2, 3, 1]));
+        let mut skips = Vec::new();
+        for (i, stage) in self.layers.iter().enumerate() {
+            skips.push(x.clone());
+            x = stage.forward(x)?;
+            if let Some(down) = self.downsample.get(i) {
+                x = down.forward(x)?;
+            }
+        }
+        let n = self.layers_up.len();
+        for (i, stage) in self.layers_up.iter().enumerate() {
+            if i > 0 {
+                x = self.upsample[i - 1].forward(x + skips[n - i].clone());
+            }
+            x = stage.forward(x)?;
+        }
+        let x = self.final_up.forward(x).permute([0, 3, 1, 2]);
+        let (fw, fb) = &self.final_conv;
+        Ok(conv2d(
+            x,
+            fw.val(),
+            Some(fb.val()),
+            ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+        ))
+    }
+}
+
+impl NamedParams for VmUnet {
+    fn named_params(&self, prefix: &str, out: &mut Vec<(String, AnyParam)>) {
+        let (pw, pb, pn) = &self.patch_embed;
+        out.push((join(prefix, "patch_embed.proj.weight"), pw.into()));
+        out.push((join(prefix, "patch_embed.proj.bias"), pb.into()));
+        pn.named(prefix, "patch_embed.norm", out);
+        for (i, stage) in self.layers.iter().enumerate() {
+            let l = join(prefix, &format!("layers.{i}"));
+            for (j, b) in stage.blocks.iter().enumerate() {
+                b.named_params(&join(&l, &format!("blocks.{j}")), out);
+            }
+            if let Some(down) = self.downsample.get(i) {
+                down.norm.named(&l, "downsample.norm", out);
+                out.push((
+                    join(&l, "downsample.reduction.weight"),
+                    (&down.reduction).into(),
+                ));
+            }
+        }
+        for (i, stage) in self.layers_up.iter().enumerate() {
+            let l = join(prefix, &format!("layers_up.{i}"));
+            if i > 0 {
+                let up = &self.upsample[i - 1];
+                out.push((join(&l, "upsample.expand.weight"), (&up.expand).into()));
+                up.norm.named(&l, "upsample.norm", out);
+            }
+            for (j, b) in stage.blocks.iter().enumerate() {
+                b.named_params(&join(&l, &format!("blocks.{j}")), out);
+            }
+        }
+        out.push((
+            join(prefix, "final_up.expand.weight"),
+            (&self.final_up.expand).into(),
+        ));
+        self.final_up.norm.named(prefix, "final_up.norm", out);
+        out.push((
+            join(prefix, "final_conv.weight"),
+            (&self.final_conv.0).into(),
+        ));
+        out.push((join(prefix, "final_conv.bias"), (&self.final_conv.1).into()));
+    }
+}

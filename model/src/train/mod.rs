@@ -1,0 +1,3 @@
+//! Training: optimiser and schedule (the GPU training loop builds on these).
+
+pub mod adamw;
