@@ -105,3 +105,53 @@ fn safetensors_with(tensors: &[(&str, Vec<usize>)]) -> Vec<u8> {
     out.extend(data);
     out
 }
+
+/// The f64 RFAConv twin reproduces the official forward (eval and train mode, and the
+/// BatchNorm running statistics after the train-mode pass). CPU only.
+#[test]
+fn rfaconv_twin_matches_the_official_forward() {
+    use medseg_model::fixtures::{rel_l2, Fixture};
+    use medseg_model::reference::rfaconv::{BatchNorm, BnMode, RfaConv};
+    let f =
+        Fixture::load(&shared_dir().join("fixtures/rfaconv.safetensors")).expect("rfaconv fixture");
+    let v = |name: &str| f.get(name).unwrap().data.clone();
+    let bn = |prefix: &str| BatchNorm {
+        weight: v(&format!("param.{prefix}.weight")),
+        bias: v(&format!("param.{prefix}.bias")),
+        running_mean: v(&format!("buffer.{prefix}.running_mean")),
+        running_var: v(&format!("buffer.{prefix}.running_var")),
+    };
+    let x = f.get("x").unwrap();
+    let (b, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    let net = RfaConv {
+        channels: c,
+        alpha: v("param.get_weight.1.weight"),
+        beta: v("param.generate_feature.0.weight"),
+        bn_feature: bn("generate_feature.1"),
+        conv_weight: v("param.conv.0.weight"),
+        conv_bias: v("param.conv.0.bias"),
+        bn_out: bn("conv.1"),
+    };
+    let eval = net.clone().forward(&x.data, b, h, w, BnMode::Eval);
+    let e = rel_l2(&eval, &v("eval.out"));
+    assert!(e < 1e-6, "eval.out rel {e:.2e}");
+    let mut trained = net.clone();
+    let train = trained.forward(&x.data, b, h, w, BnMode::Train);
+    let e = rel_l2(&train, &v("train.out"));
+    assert!(e < 1e-6, "train.out rel {e:.2e}");
+    for (ours, name) in [
+        (
+            &trained.bn_feature.running_mean,
+            "generate_feature.1.running_mean",
+        ),
+        (
+            &trained.bn_feature.running_var,
+            "generate_feature.1.running_var",
+        ),
+        (&trained.bn_out.running_mean, "conv.1.running_mean"),
+        (&trained.bn_out.running_var, "conv.1.running_var"),
+    ] {
+        let e = rel_l2(ours, &v(&format!("train.buffer_after.{name}")));
+        assert!(e < 1e-6, "{name} rel {e:.2e}");
+    }
+}

@@ -1,3 +1,4 @@
 //! Plain-Rust (f64) twins of the GPU kernels, for tests and for checking a device.
 
+pub mod rfaconv;
 pub mod scan;
