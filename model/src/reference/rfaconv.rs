@@ -27,9 +27,18 @@ pub enum BnMode {
 
 impl BatchNorm {
     /// Normalise (B, n, P) values in place per channel; in train mode from the batch
-    /// (biased variance) and update the running statistics (unbiased variance).
-    fn apply(&mut self, x: &mut [f64], batch: usize, pixels: usize, mode: BnMode) {
+    /// (biased variance) and update the running statistics (unbiased variance). Returns the
+    /// normalised values before the affine part (x̂) and 1/sqrt(var + eps) per channel.
+    fn apply(
+        &mut self,
+        x: &mut [f64],
+        batch: usize,
+        pixels: usize,
+        mode: BnMode,
+    ) -> (Vec<f64>, Vec<f64>) {
         let n = self.weight.len();
+        let mut xhat = vec![0.0; x.len()];
+        let mut inv_std = vec![0.0; n];
         for ch in 0..n {
             let at = |b: usize, p: usize| (b * n + ch) * pixels + p;
             let (mean, var) = match mode {
@@ -58,14 +67,51 @@ impl BatchNorm {
                     (mean, var)
                 }
             };
-            let scale = self.weight[ch] / (var + BN_EPS).sqrt();
+            inv_std[ch] = 1.0 / (var + BN_EPS).sqrt();
             for b in 0..batch {
                 for p in 0..pixels {
-                    let v = &mut x[at(b, p)];
-                    *v = (*v - mean) * scale + self.bias[ch];
+                    let i = at(b, p);
+                    xhat[i] = (x[i] - mean) * inv_std[ch];
+                    x[i] = xhat[i] * self.weight[ch] + self.bias[ch];
                 }
             }
         }
+        (xhat, inv_std)
+    }
+
+    /// Backward of `apply` given dL/dy: returns dL/dx and accumulates dweight, dbias.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        dy: &[f64],
+        xhat: &[f64],
+        inv_std: &[f64],
+        batch: usize,
+        pixels: usize,
+        mode: BnMode,
+        dweight: &mut [f64],
+        dbias: &mut [f64],
+    ) -> Vec<f64> {
+        let n = self.weight.len();
+        let mut dx = vec![0.0; dy.len()];
+        let count = (batch * pixels) as f64;
+        for ch in 0..n {
+            let idx: Vec<usize> = (0..batch)
+                .flat_map(|b| (0..pixels).map(move |p| (b * n + ch) * pixels + p))
+                .collect();
+            let sum_dy: f64 = idx.iter().map(|&i| dy[i]).sum();
+            let sum_dy_xhat: f64 = idx.iter().map(|&i| dy[i] * xhat[i]).sum();
+            dweight[ch] += sum_dy_xhat;
+            dbias[ch] += sum_dy;
+            let k = self.weight[ch] * inv_std[ch];
+            for &i in &idx {
+                dx[i] = match mode {
+                    BnMode::Eval => k * dy[i],
+                    BnMode::Train => k * (dy[i] - sum_dy / count - xhat[i] * sum_dy_xhat / count),
+                };
+            }
+        }
+        dx
     }
 }
 
@@ -82,8 +128,42 @@ pub struct RfaConv {
     pub bn_out: BatchNorm,
 }
 
+/// What the forward pass keeps for the backward pass.
+#[derive(Debug, Clone)]
+pub struct RfaTrace {
+    batch: usize,
+    h: usize,
+    w: usize,
+    mode: BnMode,
+    x: Vec<f64>,
+    avg: Vec<f64>,
+    att: Vec<f64>,
+    feat_xhat: Vec<f64>,
+    feat_inv_std: Vec<f64>,
+    feat_bn: Vec<f64>,
+    g: Vec<f64>,
+    out_xhat: Vec<f64>,
+    out_inv_std: Vec<f64>,
+    out_bn: Vec<f64>,
+}
+
+/// Gradients of `sum(out · dy)`, in the layouts of the weights.
+#[derive(Debug, Clone)]
+pub struct RfaGrads {
+    pub x: Vec<f64>,
+    pub alpha: Vec<f64>,
+    pub beta: Vec<f64>,
+    pub bn_feature_weight: Vec<f64>,
+    pub bn_feature_bias: Vec<f64>,
+    pub conv_weight: Vec<f64>,
+    pub conv_bias: Vec<f64>,
+    pub bn_out_weight: Vec<f64>,
+    pub bn_out_bias: Vec<f64>,
+}
+
 impl RfaConv {
-    /// The attention-weighted features G (B, 9C, H, W), channel c·9 + m.
+    /// The attention-weighted features G (B, 9C, H, W), channel c·9 + m, with the
+    /// intermediates the backward pass needs.
     fn weighted_features(
         &mut self,
         x: &[f64],
@@ -91,7 +171,7 @@ impl RfaConv {
         h: usize,
         w: usize,
         mode: BnMode,
-    ) -> Vec<f64> {
+    ) -> RfaTrace {
         let c = self.channels;
         let px = h * w;
         let xi = |b: usize, ch: usize, i: isize, j: isize| -> f64 {
@@ -103,6 +183,7 @@ impl RfaConv {
         };
         let mut feat = vec![0.0; batch * 9 * c * px];
         let mut att = vec![0.0; batch * 9 * c * px];
+        let mut avgs = vec![0.0; batch * c * px];
         for b in 0..batch {
             for ch in 0..c {
                 for i in 0..h {
@@ -115,6 +196,7 @@ impl RfaConv {
                             }
                         }
                         avg /= 9.0;
+                        avgs[(b * c + ch) * px + i * w + j] = avg;
                         let logits: Vec<f64> =
                             (0..9).map(|m| self.alpha[ch * 9 + m] * avg).collect();
                         let top = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -136,13 +218,33 @@ impl RfaConv {
                 }
             }
         }
-        self.bn_feature.apply(&mut feat, batch, px, mode);
-        feat.iter().zip(&att).map(|(f, a)| f.max(0.0) * a).collect()
+        let (feat_xhat, feat_inv_std) = self.bn_feature.apply(&mut feat, batch, px, mode);
+        let g = feat.iter().zip(&att).map(|(f, a)| f.max(0.0) * a).collect();
+        RfaTrace {
+            batch,
+            h,
+            w,
+            mode,
+            x: x.to_vec(),
+            avg: avgs,
+            att,
+            feat_xhat,
+            feat_inv_std,
+            feat_bn: feat,
+            g,
+            out_xhat: Vec::new(),
+            out_inv_std: Vec::new(),
+            out_bn: Vec::new(),
+        }
     }
 
-    fn finish(&mut self, mut pre: Vec<f64>, batch: usize, px: usize, mode: BnMode) -> Vec<f64> {
-        self.bn_out.apply(&mut pre, batch, px, mode);
-        pre.iter().map(|v| v.max(0.0)).collect()
+    fn finish(&mut self, mut pre: Vec<f64>, t: &mut RfaTrace) -> Vec<f64> {
+        let (xhat, inv_std) = self.bn_out.apply(&mut pre, t.batch, t.h * t.w, t.mode);
+        t.out_xhat = xhat;
+        t.out_inv_std = inv_std;
+        let out = pre.iter().map(|v| v.max(0.0)).collect();
+        t.out_bn = pre;
+        out
     }
 
     /// Output (B, C, H, W) through the per-pixel shortcut.
@@ -154,9 +256,21 @@ impl RfaConv {
         w: usize,
         mode: BnMode,
     ) -> Vec<f64> {
+        self.forward_trace(x, batch, h, w, mode).0
+    }
+
+    /// Output and the trace for [`RfaConv::backward`].
+    pub fn forward_trace(
+        &mut self,
+        x: &[f64],
+        batch: usize,
+        h: usize,
+        w: usize,
+        mode: BnMode,
+    ) -> (Vec<f64>, RfaTrace) {
         let c = self.channels;
         let px = h * w;
-        let g = self.weighted_features(x, batch, h, w, mode);
+        let mut t = self.weighted_features(x, batch, h, w, mode);
         let mut pre = vec![0.0; batch * c * px];
         for b in 0..batch {
             for o in 0..c {
@@ -164,13 +278,135 @@ impl RfaConv {
                     let mut s = self.conv_bias[o];
                     for q in 0..9 * c {
                         // W'[o, c·9 + m] = W[o, c, n1, n2] with m = 3·n1 + n2.
-                        s += self.conv_weight[o * 9 * c + q] * g[(b * 9 * c + q) * px + p];
+                        s += self.conv_weight[o * 9 * c + q] * t.g[(b * 9 * c + q) * px + p];
                     }
                     pre[(b * c + o) * px + p] = s;
                 }
             }
         }
-        self.finish(pre, batch, px, mode)
+        let out = self.finish(pre, &mut t);
+        (out, t)
+    }
+
+    /// Gradients of `sum(out · dy)` (MODEL-SPEC §A.6), with the weights as they were for the
+    /// forward pass.
+    pub fn backward(&self, t: &RfaTrace, dy: &[f64]) -> RfaGrads {
+        let c = self.channels;
+        let (batch, h, w) = (t.batch, t.h, t.w);
+        let px = h * w;
+        let mut gr = RfaGrads {
+            x: vec![0.0; t.x.len()],
+            alpha: vec![0.0; 9 * c],
+            beta: vec![0.0; 81 * c],
+            bn_feature_weight: vec![0.0; 9 * c],
+            bn_feature_bias: vec![0.0; 9 * c],
+            conv_weight: vec![0.0; 9 * c * c],
+            conv_bias: vec![0.0; c],
+            bn_out_weight: vec![0.0; c],
+            bn_out_bias: vec![0.0; c],
+        };
+        // Final ReLU and BatchNorm.
+        let d_bn: Vec<f64> = dy
+            .iter()
+            .zip(&t.out_bn)
+            .map(|(d, v)| if *v > 0.0 { *d } else { 0.0 })
+            .collect();
+        let d_pre = self.bn_out.backward(
+            &d_bn,
+            &t.out_xhat,
+            &t.out_inv_std,
+            batch,
+            px,
+            t.mode,
+            &mut gr.bn_out_weight,
+            &mut gr.bn_out_bias,
+        );
+        // Per-pixel product with the weighted features.
+        let mut dg = vec![0.0; t.g.len()];
+        for b in 0..batch {
+            for o in 0..c {
+                for p in 0..px {
+                    let d = d_pre[(b * c + o) * px + p];
+                    gr.conv_bias[o] += d;
+                    for q in 0..9 * c {
+                        let gi = (b * 9 * c + q) * px + p;
+                        gr.conv_weight[o * 9 * c + q] += d * t.g[gi];
+                        dg[gi] += self.conv_weight[o * 9 * c + q] * d;
+                    }
+                }
+            }
+        }
+        // G = A ⊙ ReLU(BN(F)): the feature branch and the attention branch.
+        let mut d_feat_bn = vec![0.0; dg.len()];
+        let mut d_att = vec![0.0; dg.len()];
+        for i in 0..dg.len() {
+            let f = t.feat_bn[i].max(0.0);
+            d_att[i] = dg[i] * f;
+            d_feat_bn[i] = if t.feat_bn[i] > 0.0 {
+                dg[i] * t.att[i]
+            } else {
+                0.0
+            };
+        }
+        let d_feat = self.bn_feature.backward(
+            &d_feat_bn,
+            &t.feat_xhat,
+            &t.feat_inv_std,
+            batch,
+            px,
+            t.mode,
+            &mut gr.bn_feature_weight,
+            &mut gr.bn_feature_bias,
+        );
+        let xi = |b: usize, ch: usize, i: isize, j: isize| -> Option<usize> {
+            if i < 0 || j < 0 || i >= h as isize || j >= w as isize {
+                None
+            } else {
+                Some(((b * c + ch) * h + i as usize) * w + j as usize)
+            }
+        };
+        for b in 0..batch {
+            for ch in 0..c {
+                for i in 0..h {
+                    for j in 0..w {
+                        let p = i * w + j;
+                        let at = |m: usize| ((b * 9 * c) + ch * 9 + m) * px + p;
+                        // Softmax backward, then the grouped 1×1 conv and the average pool.
+                        let dot: f64 = (0..9).map(|m| t.att[at(m)] * d_att[at(m)]).sum();
+                        let mut d_avg = 0.0;
+                        for m in 0..9 {
+                            let dl = t.att[at(m)] * (d_att[at(m)] - dot);
+                            gr.alpha[ch * 9 + m] += dl * t.avg[(b * c + ch) * px + p];
+                            d_avg += self.alpha[ch * 9 + m] * dl;
+                        }
+                        let (ii, jj) = (i as isize, j as isize);
+                        for u in -1..=1 {
+                            for v in -1..=1 {
+                                if let Some(k) = xi(b, ch, ii + u, jj + v) {
+                                    gr.x[k] += d_avg / 9.0;
+                                }
+                            }
+                        }
+                        // Grouped 3×3 conv of the feature branch.
+                        for m in 0..9 {
+                            let q = ch * 9 + m;
+                            let d = d_feat[at(m)];
+                            for u in 0..3 {
+                                for v in 0..3 {
+                                    if let Some(k) =
+                                        xi(b, ch, ii + u as isize - 1, jj + v as isize - 1)
+                                    {
+                                        gr.beta[q * 9 + u * 3 + v] += d * t.x[k];
+                                        gr.x[k] += d * self.beta[q * 9 + u * 3 + v];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        gr
     }
 
     /// The same output through the literal rearrangement to (C, 3H, 3W) and a stride-3 conv.
@@ -184,7 +420,8 @@ impl RfaConv {
     ) -> Vec<f64> {
         let c = self.channels;
         let px = h * w;
-        let g = self.weighted_features(x, batch, h, w, mode);
+        let mut t = self.weighted_features(x, batch, h, w, mode);
+        let g = t.g.clone();
         let (hh, ww) = (3 * h, 3 * w);
         let mut z = vec![0.0; batch * c * hh * ww];
         for b in 0..batch {
@@ -219,7 +456,7 @@ impl RfaConv {
                 }
             }
         }
-        self.finish(pre, batch, px, mode)
+        self.finish(pre, &mut t)
     }
 }
 
