@@ -29,6 +29,8 @@ impl BatchNorm {
     /// Normalise (B, n, P) values in place per channel; in train mode from the batch
     /// (biased variance) and update the running statistics (unbiased variance). Returns the
     /// normalised values before the affine part (x̂) and 1/sqrt(var + eps) per channel.
+    // One channel index addresses weight, bias, both running statistics and the result.
+    #[allow(clippy::needless_range_loop)]
     fn apply(
         &mut self,
         x: &mut [f64],
