@@ -211,6 +211,7 @@ const CHECKS: &[(&str, &str, Checker)] = &[
         "VM-UNet e2e",
         crate::nn::parity::check_e2e_vmunet,
     ),
+    ("rfaconv", "RFAConv", crate::nn::rfaconv::check_fixture),
 ];
 
 /// Summary of a directory run.

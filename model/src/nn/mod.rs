@@ -3,4 +3,5 @@
 pub mod loss;
 pub mod params;
 pub mod parity;
+pub mod rfaconv;
 pub mod vm_unet;

@@ -8,6 +8,11 @@ use burn::tensor::{Device, Gradients, Tensor, TensorData};
 /// (row-major f32).
 pub trait WeightSource {
     fn get(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String>;
+
+    /// Buffers (running statistics); by default from the same place as parameters.
+    fn buffer(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
+        self.get(name, shape)
+    }
 }
 
 /// Random normal weights (std 0.02, seeded) for every parameter: for counting parameters
@@ -59,6 +64,20 @@ impl<'a> Loader<'a> {
             device: self.device.clone(),
             prefix: join(&self.prefix, name),
         }
+    }
+
+    /// A non-trainable buffer (e.g. BatchNorm running statistics), `buffer.`-named in fixtures.
+    pub fn buffer<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+    ) -> Result<Tensor<D>, String> {
+        let full = join(&self.prefix, name);
+        let values = self.source.buffer(&full, &shape)?;
+        Ok(Tensor::from_data(
+            TensorData::new(values, shape.to_vec()),
+            &self.device,
+        ))
     }
 
     pub fn param<const D: usize>(

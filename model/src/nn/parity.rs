@@ -10,13 +10,36 @@ use burn::tensor::activation::sigmoid;
 use burn::tensor::Device;
 use std::collections::BTreeSet;
 
-/// `param.<name>` tensors of a fixture as a weight source; remembers what was taken.
-struct FixtureWeights<'a> {
+/// `param.<name>` (and `buffer.<name>`) tensors of a fixture as a weight source; remembers
+/// what was taken.
+pub struct FixtureWeights<'a> {
     fixture: &'a Fixture,
     taken: BTreeSet<String>,
 }
 
+impl<'a> FixtureWeights<'a> {
+    pub fn new(fixture: &'a Fixture) -> Self {
+        Self {
+            fixture,
+            taken: BTreeSet::new(),
+        }
+    }
+}
+
 impl WeightSource for FixtureWeights<'_> {
+    fn buffer(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
+        let key = format!("buffer.{name}");
+        let t = self.fixture.get(&key)?;
+        if t.shape != shape {
+            return Err(format!(
+                "{key} has shape {:?}; the config needs {shape:?}",
+                t.shape
+            ));
+        }
+        self.taken.insert(key);
+        Ok(t.data.iter().map(|&v| v as f32).collect())
+    }
+
     fn get(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
         let key = format!("param.{name}");
         let t = self.fixture.get(&key)?;
@@ -86,10 +109,7 @@ pub fn check_e2e_vmunet(f: &Fixture, device: &Device) -> Result<Vec<Comparison>,
         ));
     }
     let ad = device.clone().autodiff();
-    let mut source = FixtureWeights {
-        fixture: f,
-        taken: BTreeSet::new(),
-    };
+    let mut source = FixtureWeights::new(f);
     let net = VmUnet::load(config, &mut Loader::new(&mut source, ad.clone(), "vmunet"))?;
     let unused: Vec<&String> = f
         .tensors

@@ -1,0 +1,252 @@
+//! RFAConv (SA-UMamba variant, MODEL-SPEC §A.4.8) composed from burn ops, NCHW, with
+//! BatchNorm in train (batch statistics) or eval (running statistics) mode. This is the
+//! differentiable reference the dedicated WGSL kernels will replace; its f64 twin is
+//! `reference::rfaconv`. The final stride-3 conv over the rearranged map is the equivalent
+//! per-pixel 1×1 conv over the 9C weighted features (no 3H×3W map is built).
+
+use super::params::{join, AnyParam, Loader, NamedParams};
+use crate::fixtures::{rel_l2, tensor, values, Comparison, Fixture, Tolerance};
+use burn::module::Param;
+use burn::tensor::activation::{relu, softmax};
+use burn::tensor::module::{avg_pool2d, conv2d};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions};
+use burn::tensor::{Device, Tensor};
+
+pub const BN_EPS: f64 = 1e-5;
+pub const BN_MOMENTUM: f64 = 0.1;
+
+/// BatchNorm over the channels of NCHW tensors.
+#[derive(Debug, Clone)]
+pub struct BatchNorm2d {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+    pub running_mean: Tensor<1>,
+    pub running_var: Tensor<1>,
+}
+
+impl BatchNorm2d {
+    pub fn load(w: &mut Loader, name: &str, n: usize) -> Result<Self, String> {
+        let buffer = |w: &mut Loader, b: &str| -> Result<Tensor<1>, String> {
+            w.buffer(&format!("{name}.{b}"), [n])
+        };
+        Ok(Self {
+            weight: w.param(&format!("{name}.weight"), [n])?,
+            bias: w.param(&format!("{name}.bias"), [n])?,
+            running_mean: buffer(w, "running_mean")?,
+            running_var: buffer(w, "running_var")?,
+        })
+    }
+
+    /// Normalise; in train mode with the batch's statistics, updating the running ones
+    /// (unbiased variance, momentum 0.1) as PyTorch does.
+    pub fn forward(&mut self, x: Tensor<4>, train: bool) -> Tensor<4> {
+        self.forward_biased(x, None, train)
+    }
+
+    /// `BN(x + bias)` for a per-channel `bias` of the layer in front. In train mode the bias
+    /// cancels in the centring; it is added as `bias − bias` so that its gradient is exactly
+    /// zero (the true value) instead of float round-off, and it still enters the running mean.
+    pub fn forward_biased(
+        &mut self,
+        x: Tensor<4>,
+        bias: Option<Tensor<1>>,
+        train: bool,
+    ) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let bias4 = bias.map(|t| t.reshape([1, c, 1, 1]));
+        let centred = if train {
+            let flat = x.clone().swap_dims(0, 1).reshape([c, b * h * w]);
+            let mean = flat.mean_dim(1).reshape([1, c, 1, 1]);
+            let mut centred = x - mean.clone();
+            let mut batch_mean = mean.detach();
+            if let Some(bb) = &bias4 {
+                centred = centred + (bb.clone() - bb.clone());
+                batch_mean = batch_mean + bb.clone().detach();
+            }
+            let var = centred
+                .clone()
+                .square()
+                .swap_dims(0, 1)
+                .reshape([c, b * h * w])
+                .mean_dim(1);
+            let count = (b * h * w) as f64;
+            let unbiased = var
+                .clone()
+                .detach()
+                .mul_scalar(count / (count - 1.0).max(1.0));
+            self.running_mean = self.running_mean.clone().mul_scalar(1.0 - BN_MOMENTUM)
+                + batch_mean.reshape([c]).mul_scalar(BN_MOMENTUM);
+            self.running_var = self.running_var.clone().mul_scalar(1.0 - BN_MOMENTUM)
+                + unbiased.reshape([c]).mul_scalar(BN_MOMENTUM);
+            centred / (var.reshape([1, c, 1, 1]) + BN_EPS).sqrt()
+        } else {
+            let x = match &bias4 {
+                Some(bb) => x + bb.clone(),
+                None => x,
+            };
+            (x - self.running_mean.clone().reshape([1, c, 1, 1]))
+                / (self.running_var.clone().reshape([1, c, 1, 1]) + BN_EPS).sqrt()
+        };
+        centred * self.weight.val().reshape([1, c, 1, 1]) + self.bias.val().reshape([1, c, 1, 1])
+    }
+
+    fn named(&self, prefix: &str, name: &str, out: &mut Vec<(String, AnyParam)>) {
+        out.push((
+            join(prefix, &format!("{name}.weight")),
+            (&self.weight).into(),
+        ));
+        out.push((join(prefix, &format!("{name}.bias")), (&self.bias).into()));
+    }
+}
+
+/// RFAConv(C → C, k = 3, stride 1) + BatchNorm + ReLU.
+#[derive(Debug, Clone)]
+pub struct RfaConv {
+    pub channels: usize,
+    /// `get_weight.1.weight` (9C, 1, 1, 1).
+    pub alpha: Param<Tensor<4>>,
+    /// `generate_feature.0.weight` (9C, 1, 3, 3) and its BatchNorm `generate_feature.1`.
+    pub beta: Param<Tensor<4>>,
+    pub bn_feature: BatchNorm2d,
+    /// `conv.0.weight` (C, C, 3, 3), `conv.0.bias` and the BatchNorm `conv.1`.
+    pub conv_weight: Param<Tensor<4>>,
+    pub conv_bias: Param<Tensor<1>>,
+    pub bn_out: BatchNorm2d,
+}
+
+impl RfaConv {
+    pub fn load(w: &mut Loader, c: usize) -> Result<Self, String> {
+        Ok(Self {
+            channels: c,
+            alpha: w.param("get_weight.1.weight", [9 * c, 1, 1, 1])?,
+            beta: w.param("generate_feature.0.weight", [9 * c, 1, 3, 3])?,
+            bn_feature: BatchNorm2d::load(w, "generate_feature.1", 9 * c)?,
+            conv_weight: w.param("conv.0.weight", [c, c, 3, 3])?,
+            conv_bias: w.param("conv.0.bias", [c])?,
+            bn_out: BatchNorm2d::load(w, "conv.1", c)?,
+        })
+    }
+
+    /// (B, C, H, W) → (B, C, H, W).
+    pub fn forward(&mut self, x: Tensor<4>, train: bool) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let pooled = avg_pool2d(
+            x.clone(),
+            AvgPoolOptions::new([3, 3])
+                .with_stride([1, 1])
+                .with_padding([1, 1])
+                .with_count_include_pad(true),
+        );
+        let logits = conv2d(
+            pooled,
+            self.alpha.val(),
+            None,
+            ConvOptions::new([1, 1], [0, 0], [1, 1], c),
+        );
+        let att = softmax(logits.reshape([b, c, 9, h * w]), 2);
+        let feat = conv2d(
+            x,
+            self.beta.val(),
+            None,
+            ConvOptions::new([1, 1], [1, 1], [1, 1], c),
+        );
+        let feat = relu(self.bn_feature.forward(feat, train)).reshape([b, c, 9, h * w]);
+        let g = (feat * att).reshape([b, 9 * c, h, w]);
+        let w1 = self.conv_weight.val().reshape([c, 9 * c, 1, 1]);
+        let pre = conv2d(g, w1, None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
+        relu(
+            self.bn_out
+                .forward_biased(pre, Some(self.conv_bias.val()), train),
+        )
+    }
+}
+
+impl NamedParams for RfaConv {
+    fn named_params(&self, prefix: &str, out: &mut Vec<(String, AnyParam)>) {
+        out.push((join(prefix, "get_weight.1.weight"), (&self.alpha).into()));
+        out.push((
+            join(prefix, "generate_feature.0.weight"),
+            (&self.beta).into(),
+        ));
+        self.bn_feature.named(prefix, "generate_feature.1", out);
+        out.push((join(prefix, "conv.0.weight"), (&self.conv_weight).into()));
+        out.push((join(prefix, "conv.0.bias"), (&self.conv_bias).into()));
+        self.bn_out.named(prefix, "conv.1", out);
+    }
+}
+
+/// `check-fixtures` for `rfaconv*`: eval and train outputs, every gradient, and the running
+/// statistics after the train-mode pass.
+pub fn check_fixture(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, String> {
+    let x = f.shaped("x", 4)?;
+    let shape: [usize; 4] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+    let ad = device.clone().autodiff();
+    let mut out = Vec::new();
+    for (train, tag) in [(false, "eval"), (true, "train")] {
+        let mut source = super::parity::FixtureWeights::new(f);
+        let mut net = RfaConv::load(&mut Loader::new(&mut source, ad.clone(), ""), shape[1])?;
+        let xt = tensor(x.data.clone(), shape, &ad).require_grad();
+        let y = net.forward(xt.clone(), train);
+        let dy = tensor(f.get("dy")?.data.clone(), shape, &ad);
+        out.push(Comparison {
+            name: format!("{tag}.out"),
+            error: rel_l2(
+                &values(y.clone().inner())?,
+                &f.get(&format!("{tag}.out"))?.data,
+            ),
+            tolerance: Tolerance::Relative(1e-5),
+        });
+        let grads = (y * dy).sum().backward();
+        let mut named = vec![("x".to_string(), AnyParam::R4(Param::from_tensor(xt)))];
+        net.named_params("", &mut named);
+        for (name, p) in &named {
+            let g = values(
+                p.grad(&grads)
+                    .ok_or_else(|| format!("no gradient reached {name}"))?,
+            )?;
+            let reference = &f.get(&format!("{tag}.grad.{name}"))?.data;
+            // The conv bias in front of a batch-statistics BatchNorm has no effect: its true
+            // gradient is zero (fixtures README).
+            let zero = train && name == "conv.0.bias";
+            out.push(Comparison {
+                name: format!("{tag}.grad.{name}"),
+                error: if zero {
+                    g.iter()
+                        .chain(reference)
+                        .fold(0.0f64, |m, v| m.max(v.abs()))
+                } else {
+                    rel_l2(&g, reference)
+                },
+                tolerance: if zero {
+                    Tolerance::Absolute(1e-6)
+                } else {
+                    Tolerance::Relative(1e-4)
+                },
+            });
+        }
+        if train {
+            for (t, name) in [
+                (
+                    &net.bn_feature.running_mean,
+                    "generate_feature.1.running_mean",
+                ),
+                (
+                    &net.bn_feature.running_var,
+                    "generate_feature.1.running_var",
+                ),
+                (&net.bn_out.running_mean, "conv.1.running_mean"),
+                (&net.bn_out.running_var, "conv.1.running_var"),
+            ] {
+                out.push(Comparison {
+                    name: format!("train.buffer_after.{name}"),
+                    error: rel_l2(
+                        &values(t.clone())?,
+                        &f.get(&format!("train.buffer_after.{name}"))?.data,
+                    ),
+                    tolerance: Tolerance::Relative(1e-5),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
