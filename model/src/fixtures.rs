@@ -212,6 +212,7 @@ const CHECKS: &[(&str, &str, Checker)] = &[
         crate::nn::parity::check_e2e_vmunet,
     ),
     ("rfaconv", "RFAConv", crate::nn::rfaconv::check_fixture),
+    ("rsss", "RSSS block", crate::nn::rsss::check_fixture),
 ];
 
 /// Summary of a directory run.

@@ -23,6 +23,7 @@ fn official_fixtures_pass() {
         "ss2d.safetensors",
         "e2e_vmunet_c1.safetensors",
         "rfaconv.safetensors",
+        "rsss_block.safetensors",
     ] {
         assert!(
             checked.contains(&want),

@@ -4,4 +4,5 @@ pub mod loss;
 pub mod params;
 pub mod parity;
 pub mod rfaconv;
+pub mod rsss;
 pub mod vm_unet;

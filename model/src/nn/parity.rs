@@ -193,3 +193,40 @@ pub fn check_e2e_vmunet(f: &Fixture, device: &Device) -> Result<Vec<Comparison>,
     });
     Ok(out)
 }
+
+/// Compare the gradients of `named` (and optionally more) with `{tag}.grad.<name>`: relative
+/// L2 ≤ `tol`, or ≤ 1e-6 absolute for the structurally-zero names in `zero`.
+pub fn compare_grads(
+    f: &Fixture,
+    tag: &str,
+    grads: &burn::tensor::Gradients,
+    named: &[(String, super::params::AnyParam)],
+    zero: &[&str],
+    tol: f64,
+) -> Result<Vec<Comparison>, String> {
+    let mut out = Vec::new();
+    for (name, p) in named {
+        let g = values(
+            p.grad(grads)
+                .ok_or_else(|| format!("no gradient reached {name}"))?,
+        )?;
+        let reference = &f.get(&format!("{tag}.grad.{name}"))?.data;
+        let is_zero = zero.contains(&name.as_str());
+        out.push(Comparison {
+            name: format!("{tag}.grad.{name}"),
+            error: if is_zero {
+                g.iter()
+                    .chain(reference)
+                    .fold(0.0f64, |m, v| m.max(v.abs()))
+            } else {
+                rel(name, g, reference, tol)?.error
+            },
+            tolerance: if is_zero {
+                Tolerance::Absolute(1e-6)
+            } else {
+                Tolerance::Relative(tol)
+            },
+        });
+    }
+    Ok(out)
+}

@@ -199,31 +199,12 @@ pub fn check_fixture(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, St
         let grads = (y * dy).sum().backward();
         let mut named = vec![("x".to_string(), AnyParam::R4(Param::from_tensor(xt)))];
         net.named_params("", &mut named);
-        for (name, p) in &named {
-            let g = values(
-                p.grad(&grads)
-                    .ok_or_else(|| format!("no gradient reached {name}"))?,
-            )?;
-            let reference = &f.get(&format!("{tag}.grad.{name}"))?.data;
-            // The conv bias in front of a batch-statistics BatchNorm has no effect: its true
-            // gradient is zero (fixtures README).
-            let zero = train && name == "conv.0.bias";
-            out.push(Comparison {
-                name: format!("{tag}.grad.{name}"),
-                error: if zero {
-                    g.iter()
-                        .chain(reference)
-                        .fold(0.0f64, |m, v| m.max(v.abs()))
-                } else {
-                    rel_l2(&g, reference)
-                },
-                tolerance: if zero {
-                    Tolerance::Absolute(1e-6)
-                } else {
-                    Tolerance::Relative(1e-4)
-                },
-            });
-        }
+        // The conv bias in front of a batch-statistics BatchNorm has no effect: its true
+        // gradient is zero (fixtures README).
+        let zero: &[&str] = if train { &["conv.0.bias"] } else { &[] };
+        out.extend(super::parity::compare_grads(
+            f, tag, &grads, &named, zero, 1e-4,
+        )?);
         if train {
             for (t, name) in [
                 (

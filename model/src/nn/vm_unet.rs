@@ -52,7 +52,7 @@ pub struct Norm {
 }
 
 impl Norm {
-    fn load(w: &mut Loader, name: &str, dims: usize) -> Result<Self, String> {
+    pub fn load(w: &mut Loader, name: &str, dims: usize) -> Result<Self, String> {
         Ok(Self {
             weight: w.param(&format!("{name}.weight"), [dims])?,
             bias: w.param(&format!("{name}.bias"), [dims])?,
@@ -70,7 +70,7 @@ impl Norm {
         y.reshape(dims)
     }
 
-    fn named(&self, prefix: &str, name: &str, out: &mut Vec<(String, AnyParam)>) {
+    pub fn named(&self, prefix: &str, name: &str, out: &mut Vec<(String, AnyParam)>) {
         out.push((
             join(prefix, &format!("{name}.weight")),
             (&self.weight).into(),

@@ -1,0 +1,127 @@
+//! RSSS block (MODEL-SPEC §A.4.6), SA-UMamba's encoder block, input and output (B, H, W, C):
+//!   x1 = s1 ⊙ x  + SS2D(LN1(x))
+//!   x2 = s2 ⊙ x1 + RFAConv(LN2(x1))      (RFAConv in NCHW)
+//! with per-channel learnable scales s1 (`skip_scale`) and s2 (`skip_scale2`).
+
+use super::params::{join, AnyParam, Loader, NamedParams};
+use super::rfaconv::RfaConv;
+use super::vm_unet::Norm;
+use crate::fixtures::{rel_l2, tensor, values, Comparison, Fixture, Tolerance};
+use crate::ss2d::{Ss2d, Ss2dConfig};
+use burn::module::Param;
+use burn::tensor::{Device, Tensor};
+
+#[derive(Debug, Clone)]
+pub struct RsssBlock {
+    pub ln_1: Norm,
+    pub self_attention: Ss2d,
+    pub ln_2: Norm,
+    /// `conv_blk.cab.0`.
+    pub conv: RfaConv,
+    pub skip_scale: Param<Tensor<1>>,
+    pub skip_scale2: Param<Tensor<1>>,
+}
+
+impl RsssBlock {
+    pub fn load(w: &mut Loader, cfg: Ss2dConfig) -> Result<Self, String> {
+        let c = cfg.dims;
+        Ok(Self {
+            ln_1: Norm::load(w, "ln_1", c)?,
+            self_attention: Ss2d::load(cfg, &mut w.sub("self_attention"))?,
+            ln_2: Norm::load(w, "ln_2", c)?,
+            conv: RfaConv::load(&mut w.sub("conv_blk.cab.0"), c)?,
+            skip_scale: w.param("skip_scale", [c])?,
+            skip_scale2: w.param("skip_scale2", [c])?,
+        })
+    }
+
+    /// `train` selects BatchNorm batch statistics (and updates the running ones).
+    pub fn forward(&mut self, x: Tensor<4>, train: bool) -> Result<Tensor<4>, String> {
+        let c = x.dims()[3];
+        let s1 = self.skip_scale.val().reshape([1, 1, 1, c]);
+        let s2 = self.skip_scale2.val().reshape([1, 1, 1, c]);
+        let attn = self
+            .self_attention
+            .forward(self.ln_1.forward(x.clone()))
+            .map_err(|e| e.to_string())?;
+        let x1 = x * s1 + attn;
+        let conv = self
+            .conv
+            .forward(self.ln_2.forward(x1.clone()).permute([0, 3, 1, 2]), train)
+            .permute([0, 2, 3, 1]);
+        Ok(x1 * s2 + conv)
+    }
+}
+
+impl NamedParams for RsssBlock {
+    fn named_params(&self, prefix: &str, out: &mut Vec<(String, AnyParam)>) {
+        self.ln_1.named(prefix, "ln_1", out);
+        self.self_attention
+            .named_params(&join(prefix, "self_attention"), out);
+        self.ln_2.named(prefix, "ln_2", out);
+        self.conv.named_params(&join(prefix, "conv_blk.cab.0"), out);
+        out.push((join(prefix, "skip_scale"), (&self.skip_scale).into()));
+        out.push((join(prefix, "skip_scale2"), (&self.skip_scale2).into()));
+    }
+}
+
+/// `check-fixtures` for `rsss*`: eval and train outputs, every gradient, running statistics.
+pub fn check_fixture(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, String> {
+    let x = f.shaped("x", 4)?;
+    let shape: [usize; 4] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+    let d_state = f.info.get("d_state").and_then(|v| v.as_u64()).unwrap_or(16) as usize;
+    let cfg = Ss2dConfig {
+        d_state,
+        ..Ss2dConfig::new(shape[3])
+    };
+    let ad = device.clone().autodiff();
+    let mut out = Vec::new();
+    for (train, tag) in [(false, "eval"), (true, "train")] {
+        let mut source = super::parity::FixtureWeights::new(f);
+        let mut block = RsssBlock::load(&mut Loader::new(&mut source, ad.clone(), ""), cfg)?;
+        let xt = tensor(x.data.clone(), shape, &ad).require_grad();
+        let y = block.forward(xt.clone(), train)?;
+        out.push(Comparison {
+            name: format!("{tag}.out"),
+            error: rel_l2(
+                &values(y.clone().inner())?,
+                &f.get(&format!("{tag}.out"))?.data,
+            ),
+            tolerance: Tolerance::Relative(1e-5),
+        });
+        let dy = tensor(f.get("dy")?.data.clone(), shape, &ad);
+        let grads = (y * dy).sum().backward();
+        let mut named = vec![("x".to_string(), AnyParam::R4(Param::from_tensor(xt)))];
+        block.named_params("", &mut named);
+        let zero: &[&str] = if train {
+            &["conv_blk.cab.0.conv.0.bias"]
+        } else {
+            &[]
+        };
+        out.extend(super::parity::compare_grads(
+            f, tag, &grads, &named, zero, 1e-4,
+        )?);
+        if train {
+            for (t, name) in [
+                (
+                    &block.conv.bn_feature.running_mean,
+                    "generate_feature.1.running_mean",
+                ),
+                (
+                    &block.conv.bn_feature.running_var,
+                    "generate_feature.1.running_var",
+                ),
+                (&block.conv.bn_out.running_mean, "conv.1.running_mean"),
+                (&block.conv.bn_out.running_var, "conv.1.running_var"),
+            ] {
+                let key = format!("train.buffer_after.conv_blk.cab.0.{name}");
+                out.push(Comparison {
+                    name: key.clone(),
+                    error: rel_l2(&values(t.clone())?, &f.get(&key)?.data),
+                    tolerance: Tolerance::Relative(1e-5),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
