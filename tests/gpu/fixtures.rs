@@ -22,6 +22,7 @@ fn official_fixtures_pass() {
         "selective_scan_L4999.safetensors",
         "ss2d.safetensors",
         "e2e_vmunet_c1.safetensors",
+        "e2e_saumamba_c1.safetensors",
         "rfaconv.safetensors",
         "rsss_block.safetensors",
     ] {

@@ -2,7 +2,7 @@
 
 use crate::gpu;
 use medseg_model::nn::params::{Loader, NamedParams, RandomWeights};
-use medseg_model::nn::vm_unet::{VmUnet, VmUnetConfig};
+use medseg_model::nn::vm_unet::{BlockKind, VmUnet, VmUnetConfig};
 
 #[test]
 fn vm_unet_has_the_published_parameter_count() {
@@ -26,6 +26,20 @@ fn vm_unet_has_the_published_parameter_count() {
     }
 }
 
+/// SA-UMamba as released: 41,859,241 live parameters (the dead iAFF/DySample modules of the
+/// official code are not built).
+#[test]
+fn sa_umamba_has_the_published_parameter_count() {
+    let Some(ctx) = gpu() else { return };
+    let mut source = RandomWeights { state: 3 };
+    let net = VmUnet::load(
+        VmUnetConfig::sa_umamba(1),
+        &mut Loader::new(&mut source, ctx.device.clone(), "vmunet"),
+    )
+    .expect("SA-UMamba builds");
+    assert_eq!(net.param_count(), 41_859_241);
+}
+
 #[test]
 fn vm_unet_refuses_sizes_it_cannot_take() {
     let Some(ctx) = gpu() else { return };
@@ -36,13 +50,14 @@ fn vm_unet_refuses_sizes_it_cannot_take() {
         d_state: 16,
         num_classes: 1,
         in_channels: 3,
+        encoder_block: BlockKind::Vss,
     };
-    let net = VmUnet::load(
+    let mut net = VmUnet::load(
         cfg,
         &mut Loader::new(&mut RandomWeights { state: 2 }, ctx.device.clone(), ""),
     )
     .unwrap();
     let x = burn::tensor::Tensor::<4>::zeros([1, 3, 48, 64], &ctx.device);
-    let err = net.forward(x).unwrap_err();
+    let err = net.forward(x, false).unwrap_err();
     assert!(err.contains("multiples of 32"), "{err}");
 }

@@ -1,13 +1,13 @@
 //! End-to-end parity with the official code's fixtures (`e2e_vmunet*`): forward, loss,
 //! every gradient and the AdamW step, for `medseg check-fixtures`.
 
-use super::loss::bce_dice;
+use super::loss::{bce_dice, ce_dice};
 use super::params::{Loader, NamedParams, WeightSource};
-use super::vm_unet::{VmUnet, VmUnetConfig};
+use super::vm_unet::{BlockKind, VmUnet, VmUnetConfig};
 use crate::fixtures::{rel_l2, tensor, values, Comparison, Fixture, Tolerance};
 use crate::train::adamw::{AdamState, AdamW};
 use burn::tensor::activation::sigmoid;
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use std::collections::BTreeSet;
 
 /// `param.<name>` (and `buffer.<name>`) tensors of a fixture as a weight source; remembers
@@ -87,12 +87,20 @@ fn rel(name: &str, ours: Vec<f64>, reference: &[f64], tol: f64) -> Result<Compar
     })
 }
 
-/// VM-UNet, one class, BceDice: the network follows the sizes stored in the file.
-pub fn check_e2e_vmunet(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, String> {
+/// End to end, VM-UNet or SA-UMamba (as released), BceDice for one class or CeDice for K:
+/// eval output, train logits/output/loss, every gradient (structurally-zero ones absolute),
+/// BatchNorm statistics after the train pass, and AdamW applied to the stored gradients. The
+/// network follows the sizes stored in the file.
+pub fn check_e2e(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, String> {
     let info = &f.info;
-    if info.get("model").and_then(|m| m.as_str()) != Some("VM-UNet") {
-        return Err("header info does not describe a VM-UNet".into());
-    }
+    let model = info.get("model").and_then(|m| m.as_str()).unwrap_or("");
+    let encoder_block = if model == "VM-UNet" {
+        BlockKind::Vss
+    } else if model.starts_with("SA-UMamba") {
+        BlockKind::Rsss
+    } else {
+        return Err(format!("header info describes an unknown model '{model}'"));
+    };
     let x = f.shaped("x", 4)?;
     let config = VmUnetConfig {
         dims: usizes(info, "dims")?,
@@ -101,26 +109,43 @@ pub fn check_e2e_vmunet(f: &Fixture, device: &Device) -> Result<Vec<Comparison>,
         d_state: number(info, "d_state")?,
         num_classes: number(info, "num_classes")?,
         in_channels: x.shape[1],
+        encoder_block,
     };
-    if config.num_classes != 1 {
+    let classes = config.num_classes;
+    if classes > 1 {
+        // Run on 2026-11-25: everything within tolerance except
+        // grad.vmunet.layers.1.blocks.0.self_attention.dt_projs_weight (rel 4.8e-3 > 1e-3), the
+        // same parameter that is the worst (but within tolerance) in the one-class files.
         return Err(format!(
-            "{} classes: only the one-class BceDice case is checked so far",
-            config.num_classes
+            "{}{classes}-class CeDice parity is not within tolerance yet (one gradient, see the closing note of this stop)",
+            crate::fixtures::NOT_YET
         ));
     }
     let ad = device.clone().autodiff();
+    let load = |source: &mut FixtureWeights| {
+        VmUnet::load(
+            config.clone(),
+            &mut Loader::new(source, ad.clone(), "vmunet"),
+        )
+    };
     let mut source = FixtureWeights::new(f);
-    let net = VmUnet::load(config, &mut Loader::new(&mut source, ad.clone(), "vmunet"))?;
+    let mut eval_net = load(&mut source)?;
+    // SA-UMamba's iAFF and DySample (`new_upsample`) modules are built but never called
+    // (fixtures README): no gradient, no use.
     let unused: Vec<&String> = f
         .tensors
         .keys()
-        .filter(|k| k.starts_with("param.") && !source.taken.contains(*k))
+        .filter(|k| {
+            k.starts_with("param.")
+                && !source.taken.contains(*k)
+                && !k.starts_with("param.vmunet.iaffs.")
+                && !k.contains(".new_upsample.")
+        })
         .collect();
-    if !unused.is_empty() {
+    if let Some(first) = unused.first() {
         return Err(format!(
-            "the network does not use {} stored parameters, e.g. {}",
-            unused.len(),
-            unused[0]
+            "the network does not use {} stored parameters, e.g. {first}",
+            unused.len()
         ));
     }
     let shape4 = |t: &crate::fixtures::FixtureTensor| -> Result<[usize; 4], String> {
@@ -129,31 +154,45 @@ pub fn check_e2e_vmunet(f: &Fixture, device: &Device) -> Result<Vec<Comparison>,
             .try_into()
             .map_err(|_| format!("expected rank 4, got {:?}", t.shape))
     };
+    let output = |logits: Tensor<4>| {
+        if classes == 1 {
+            sigmoid(logits)
+        } else {
+            logits
+        }
+    };
     let xt = tensor(x.data.clone(), shape4(x)?, &ad);
-    let target = f.shaped("target", 4)?;
-    let yt = tensor(target.data.clone(), shape4(target)?, &ad);
-    let logits = net.forward(xt)?;
-    let mut out = vec![
-        rel(
-            "train.logits",
-            values(logits.clone().inner())?,
-            &f.get("train.logits")?.data,
-            1e-4,
-        )?,
-        rel(
-            "before.out_eval",
-            values(sigmoid(logits.clone()).inner())?,
-            &f.get("before.out_eval")?.data,
-            1e-4,
-        )?,
-        rel(
-            "train.out",
-            values(sigmoid(logits.clone()).inner())?,
-            &f.get("train.out")?.data,
-            1e-4,
-        )?,
-    ];
-    let loss = bce_dice(logits, yt);
+    let mut out = vec![rel(
+        "before.out_eval",
+        values(output(eval_net.forward(xt.clone(), false)?).inner())?,
+        &f.get("before.out_eval")?.data,
+        1e-4,
+    )?];
+    let mut net = load(&mut FixtureWeights::new(f))?;
+    let logits = net.forward(xt, true)?;
+    out.push(rel(
+        "train.logits",
+        values(logits.clone().inner())?,
+        &f.get("train.logits")?.data,
+        1e-4,
+    )?);
+    out.push(rel(
+        "train.out",
+        values(output(logits.clone()).inner())?,
+        &f.get("train.out")?.data,
+        1e-4,
+    )?);
+    let target = f.get("target")?;
+    let loss = if classes == 1 {
+        bce_dice(logits, tensor(target.data.clone(), shape4(target)?, &ad))
+    } else {
+        let t: [usize; 3] = target
+            .shape
+            .clone()
+            .try_into()
+            .map_err(|_| format!("target has shape {:?}", target.shape))?;
+        ce_dice(logits, tensor(target.data.clone(), t, &ad))
+    };
     out.push(rel(
         "train.loss",
         values(loss.clone().inner())?,
@@ -163,16 +202,26 @@ pub fn check_e2e_vmunet(f: &Fixture, device: &Device) -> Result<Vec<Comparison>,
     let grads = loss.backward();
     let mut named = Vec::new();
     net.named_params("vmunet", &mut named);
+    let zero: Vec<&str> = info
+        .get("structurally_zero_grads")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    out.extend(compare_grads(f, "", &grads, &named, &zero, 1e-3)?);
+    for (name, t) in net.named_buffers("vmunet") {
+        out.push(rel(
+            &format!("after.buffer.{name}"),
+            values(t)?,
+            &f.get(&format!("after.buffer.{name}"))?.data,
+            1e-5,
+        )?);
+    }
+    // AdamW applied to the stored gradient must give the stored after-step weight.
     let opt = AdamW::official();
     let mut worst_step = 0.0f64;
     let mut worst_name = String::new();
-    for (name, p) in &named {
-        let g = p
-            .grad(&grads)
-            .ok_or_else(|| format!("no gradient reached {name}"))?;
+    for (name, _) in &named {
         let reference = &f.get(&format!("grad.{name}"))?.data;
-        out.push(rel(&format!("grad.{name}"), values(g)?, reference, 1e-3)?);
-        // AdamW applied to the stored gradient must give the stored after-step weight.
         let mut w = f.get(&format!("param.{name}"))?.data.clone();
         opt.step(&mut w, reference, &mut AdamState::default());
         let after = &f.get(&format!("after.param.{name}"))?.data;
@@ -194,7 +243,7 @@ pub fn check_e2e_vmunet(f: &Fixture, device: &Device) -> Result<Vec<Comparison>,
     Ok(out)
 }
 
-/// Compare the gradients of `named` (and optionally more) with `{tag}.grad.<name>`: relative
+/// Compare the gradients of `named` with `{tag}grad.<name>` (tag: `eval.`, `train.` or empty): relative
 /// L2 ≤ `tol`, or ≤ 1e-6 absolute for the structurally-zero names in `zero`.
 pub fn compare_grads(
     f: &Fixture,
@@ -210,10 +259,10 @@ pub fn compare_grads(
             p.grad(grads)
                 .ok_or_else(|| format!("no gradient reached {name}"))?,
         )?;
-        let reference = &f.get(&format!("{tag}.grad.{name}"))?.data;
+        let reference = &f.get(&format!("{tag}grad.{name}"))?.data;
         let is_zero = zero.contains(&name.as_str());
         out.push(Comparison {
-            name: format!("{tag}.grad.{name}"),
+            name: format!("{tag}grad.{name}"),
             error: if is_zero {
                 g.iter()
                     .chain(reference)

@@ -203,7 +203,12 @@ pub fn check_fixture(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, St
         // gradient is zero (fixtures README).
         let zero: &[&str] = if train { &["conv.0.bias"] } else { &[] };
         out.extend(super::parity::compare_grads(
-            f, tag, &grads, &named, zero, 1e-4,
+            f,
+            &format!("{tag}."),
+            &grads,
+            &named,
+            zero,
+            1e-4,
         )?);
         if train {
             for (t, name) in [

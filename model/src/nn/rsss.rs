@@ -99,7 +99,12 @@ pub fn check_fixture(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, St
             &[]
         };
         out.extend(super::parity::compare_grads(
-            f, tag, &grads, &named, zero, 1e-4,
+            f,
+            &format!("{tag}."),
+            &grads,
+            &named,
+            zero,
+            1e-4,
         )?);
         if train {
             for (t, name) in [

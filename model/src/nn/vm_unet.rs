@@ -21,6 +21,15 @@ pub struct VmUnetConfig {
     pub d_state: usize,
     pub num_classes: usize,
     pub in_channels: usize,
+    /// Encoder blocks: VSS (VM-UNet) or RSSS (SA-UMamba as released; its decoder keeps VSS).
+    pub encoder_block: BlockKind,
+}
+
+/// Which block a stage is built of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockKind {
+    Vss,
+    Rsss,
 }
 
 impl VmUnetConfig {
@@ -33,6 +42,15 @@ impl VmUnetConfig {
             d_state: 16,
             num_classes,
             in_channels: 3,
+            encoder_block: BlockKind::Vss,
+        }
+    }
+
+    /// SA-UMamba as its authors released it: the paper configuration with RSSS encoder blocks.
+    pub fn sa_umamba(num_classes: usize) -> Self {
+        Self {
+            encoder_block: BlockKind::Rsss,
+            ..Self::paper(num_classes)
         }
     }
 
@@ -168,18 +186,47 @@ impl PatchExpand {
     }
 }
 
-/// One encoder or decoder stage of VSS blocks.
+/// A block of a stage.
+#[derive(Debug)]
+pub enum Block {
+    Vss(VssBlock),
+    Rsss(Box<super::rsss::RsssBlock>),
+}
+
+impl Block {
+    fn load(w: &mut Loader, kind: BlockKind, cfg: Ss2dConfig) -> Result<Self, String> {
+        Ok(match kind {
+            BlockKind::Vss => Block::Vss(VssBlock::load(w, cfg)?),
+            BlockKind::Rsss => Block::Rsss(Box::new(super::rsss::RsssBlock::load(w, cfg)?)),
+        })
+    }
+}
+
+/// One encoder or decoder stage.
 #[derive(Debug)]
 pub struct Stage {
-    pub blocks: Vec<VssBlock>,
+    pub blocks: Vec<Block>,
 }
 
 impl Stage {
-    fn forward(&self, mut x: Tensor<4>) -> Result<Tensor<4>, String> {
-        for b in &self.blocks {
-            x = b.forward(x)?;
+    fn forward(&mut self, mut x: Tensor<4>, train: bool) -> Result<Tensor<4>, String> {
+        for b in &mut self.blocks {
+            x = match b {
+                Block::Vss(b) => b.forward(x)?,
+                Block::Rsss(b) => b.forward(x, train)?,
+            };
         }
         Ok(x)
+    }
+
+    fn named(&self, prefix: &str, out: &mut Vec<(String, AnyParam)>) {
+        for (j, b) in self.blocks.iter().enumerate() {
+            let p = join(prefix, &format!("blocks.{j}"));
+            match b {
+                Block::Vss(b) => b.named_params(&p, out),
+                Block::Rsss(b) => b.named_params(&p, out),
+            }
+        }
     }
 }
 
@@ -218,7 +265,13 @@ impl VmUnet {
         for (i, (&dim, &depth)) in d.iter().zip(&config.depths).enumerate() {
             let mut l = w.sub(&format!("layers.{i}"));
             let blocks = (0..depth)
-                .map(|j| VssBlock::load(&mut l.sub(&format!("blocks.{j}")), config.ss2d(dim)))
+                .map(|j| {
+                    Block::load(
+                        &mut l.sub(&format!("blocks.{j}")),
+                        config.encoder_block,
+                        config.ss2d(dim),
+                    )
+                })
                 .collect::<Result<_, _>>()?;
             layers.push(Stage { blocks });
             if i + 1 < stages {
@@ -241,7 +294,13 @@ impl VmUnet {
                 });
             }
             let blocks = (0..depth)
-                .map(|j| VssBlock::load(&mut l.sub(&format!("blocks.{j}")), config.ss2d(dim)))
+                .map(|j| {
+                    Block::load(
+                        &mut l.sub(&format!("blocks.{j}")),
+                        BlockKind::Vss,
+                        config.ss2d(dim),
+                    )
+                })
                 .collect::<Result<_, _>>()?;
             layers_up.push(Stage { blocks });
         }
@@ -266,8 +325,9 @@ impl VmUnet {
         })
     }
 
-    /// Logits (B, K, H, W) of an input (B, C_in, H, W).
-    pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<4>, String> {
+    /// Logits (B, K, H, W) of an input (B, C_in, H, W). `train` selects BatchNorm batch
+    /// statistics (SA-UMamba's RFAConv) and updates the running ones.
+    pub fn forward(&mut self, x: Tensor<4>, train: bool) -> Result<Tensor<4>, String> {
         let [_, c, h, w] = x.dims();
         if c != self.config.in_channels || h % 32 != 0 || w % 32 != 0 || h == 0 || w == 0 {
             return Err(format!(
@@ -284,19 +344,19 @@ impl VmUnet {
         );
         let mut x = pn.forward(x.permute([0, 2, 3, 1]));
         let mut skips = Vec::new();
-        for (i, stage) in self.layers.iter().enumerate() {
+        for (i, stage) in self.layers.iter_mut().enumerate() {
             skips.push(x.clone());
-            x = stage.forward(x)?;
+            x = stage.forward(x, train)?;
             if let Some(down) = self.downsample.get(i) {
                 x = down.forward(x)?;
             }
         }
         let n = self.layers_up.len();
-        for (i, stage) in self.layers_up.iter().enumerate() {
+        for (i, stage) in self.layers_up.iter_mut().enumerate() {
             if i > 0 {
                 x = self.upsample[i - 1].forward(x + skips[n - i].clone());
             }
-            x = stage.forward(x)?;
+            x = stage.forward(x, train)?;
         }
         let x = self.final_up.forward(x).permute([0, 3, 1, 2]);
         let (fw, fb) = &self.final_conv;
@@ -309,6 +369,34 @@ impl VmUnet {
     }
 }
 
+impl VmUnet {
+    /// BatchNorm running statistics under their official names (SA-UMamba's RFAConv).
+    pub fn named_buffers(&self, prefix: &str) -> Vec<(String, Tensor<1>)> {
+        let mut out = Vec::new();
+        for (i, stage) in self.layers.iter().enumerate() {
+            for (j, b) in stage.blocks.iter().enumerate() {
+                if let Block::Rsss(b) = b {
+                    let p = join(prefix, &format!("layers.{i}.blocks.{j}.conv_blk.cab.0"));
+                    for (bn, name) in [
+                        (&b.conv.bn_feature, "generate_feature.1"),
+                        (&b.conv.bn_out, "conv.1"),
+                    ] {
+                        out.push((
+                            join(&p, &format!("{name}.running_mean")),
+                            bn.running_mean.clone(),
+                        ));
+                        out.push((
+                            join(&p, &format!("{name}.running_var")),
+                            bn.running_var.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 impl NamedParams for VmUnet {
     fn named_params(&self, prefix: &str, out: &mut Vec<(String, AnyParam)>) {
         let (pw, pb, pn) = &self.patch_embed;
@@ -317,9 +405,7 @@ impl NamedParams for VmUnet {
         pn.named(prefix, "patch_embed.norm", out);
         for (i, stage) in self.layers.iter().enumerate() {
             let l = join(prefix, &format!("layers.{i}"));
-            for (j, b) in stage.blocks.iter().enumerate() {
-                b.named_params(&join(&l, &format!("blocks.{j}")), out);
-            }
+            stage.named(&l, out);
             if let Some(down) = self.downsample.get(i) {
                 down.norm.named(&l, "downsample.norm", out);
                 out.push((
@@ -335,9 +421,7 @@ impl NamedParams for VmUnet {
                 out.push((join(&l, "upsample.expand.weight"), (&up.expand).into()));
                 up.norm.named(&l, "upsample.norm", out);
             }
-            for (j, b) in stage.blocks.iter().enumerate() {
-                b.named_params(&join(&l, &format!("blocks.{j}")), out);
-            }
+            stage.named(&l, out);
         }
         out.push((
             join(prefix, "final_up.expand.weight"),
