@@ -189,14 +189,14 @@ impl PatchExpand {
 /// A block of a stage.
 #[derive(Debug)]
 pub enum Block {
-    Vss(VssBlock),
+    Vss(Box<VssBlock>),
     Rsss(Box<super::rsss::RsssBlock>),
 }
 
 impl Block {
     fn load(w: &mut Loader, kind: BlockKind, cfg: Ss2dConfig) -> Result<Self, String> {
         Ok(match kind {
-            BlockKind::Vss => Block::Vss(VssBlock::load(w, cfg)?),
+            BlockKind::Vss => Block::Vss(Box::new(VssBlock::load(w, cfg)?)),
             BlockKind::Rsss => Block::Rsss(Box::new(super::rsss::RsssBlock::load(w, cfg)?)),
         })
     }
