@@ -26,9 +26,8 @@ impl<'a> FixtureWeights<'a> {
     }
 }
 
-impl WeightSource for FixtureWeights<'_> {
-    fn buffer(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
-        let key = format!("buffer.{name}");
+impl FixtureWeights<'_> {
+    fn take(&mut self, key: String, shape: &[usize]) -> Result<Vec<f32>, String> {
         let t = self.fixture.get(&key)?;
         if t.shape != shape {
             return Err(format!(
@@ -39,18 +38,15 @@ impl WeightSource for FixtureWeights<'_> {
         self.taken.insert(key);
         Ok(t.data.iter().map(|&v| v as f32).collect())
     }
+}
+
+impl WeightSource for FixtureWeights<'_> {
+    fn buffer(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
+        self.take(format!("buffer.{name}"), shape)
+    }
 
     fn get(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
-        let key = format!("param.{name}");
-        let t = self.fixture.get(&key)?;
-        if t.shape != shape {
-            return Err(format!(
-                "{key} has shape {:?}; the config needs {shape:?}",
-                t.shape
-            ));
-        }
-        self.taken.insert(key);
-        Ok(t.data.iter().map(|&v| v as f32).collect())
+        self.take(format!("param.{name}"), shape)
     }
 }
 

@@ -161,6 +161,45 @@ impl RfaConv {
     }
 }
 
+impl RfaConv {
+    /// The BatchNorm running statistics under their official names.
+    pub fn named_buffers(&self, prefix: &str) -> Vec<(String, Tensor<1>)> {
+        let mut out = Vec::new();
+        for (bn, name) in [
+            (&self.bn_feature, "generate_feature.1"),
+            (&self.bn_out, "conv.1"),
+        ] {
+            out.push((
+                join(prefix, &format!("{name}.running_mean")),
+                bn.running_mean.clone(),
+            ));
+            out.push((
+                join(prefix, &format!("{name}.running_var")),
+                bn.running_var.clone(),
+            ));
+        }
+        out
+    }
+}
+
+/// Compare running statistics with the fixture's `train.buffer_after.<name>`.
+pub fn compare_buffers(
+    f: &Fixture,
+    buffers: Vec<(String, Tensor<1>)>,
+) -> Result<Vec<Comparison>, String> {
+    buffers
+        .into_iter()
+        .map(|(name, t)| {
+            let key = format!("train.buffer_after.{name}");
+            Ok(Comparison {
+                error: rel_l2(&values(t)?, &f.get(&key)?.data),
+                name: key,
+                tolerance: Tolerance::Relative(1e-5),
+            })
+        })
+        .collect()
+}
+
 impl NamedParams for RfaConv {
     fn named_params(&self, prefix: &str, out: &mut Vec<(String, AnyParam)>) {
         out.push((join(prefix, "get_weight.1.weight"), (&self.alpha).into()));
@@ -211,27 +250,7 @@ pub fn check_fixture(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, St
             1e-4,
         )?);
         if train {
-            for (t, name) in [
-                (
-                    &net.bn_feature.running_mean,
-                    "generate_feature.1.running_mean",
-                ),
-                (
-                    &net.bn_feature.running_var,
-                    "generate_feature.1.running_var",
-                ),
-                (&net.bn_out.running_mean, "conv.1.running_mean"),
-                (&net.bn_out.running_var, "conv.1.running_var"),
-            ] {
-                out.push(Comparison {
-                    name: format!("train.buffer_after.{name}"),
-                    error: rel_l2(
-                        &values(t.clone())?,
-                        &f.get(&format!("train.buffer_after.{name}"))?.data,
-                    ),
-                    tolerance: Tolerance::Relative(1e-5),
-                });
-            }
+            out.extend(compare_buffers(f, net.named_buffers(""))?);
         }
     }
     Ok(out)

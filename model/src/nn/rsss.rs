@@ -107,25 +107,8 @@ pub fn check_fixture(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, St
             1e-4,
         )?);
         if train {
-            for (t, name) in [
-                (
-                    &block.conv.bn_feature.running_mean,
-                    "generate_feature.1.running_mean",
-                ),
-                (
-                    &block.conv.bn_feature.running_var,
-                    "generate_feature.1.running_var",
-                ),
-                (&block.conv.bn_out.running_mean, "conv.1.running_mean"),
-                (&block.conv.bn_out.running_var, "conv.1.running_var"),
-            ] {
-                let key = format!("train.buffer_after.conv_blk.cab.0.{name}");
-                out.push(Comparison {
-                    name: key.clone(),
-                    error: rel_l2(&values(t.clone())?, &f.get(&key)?.data),
-                    tolerance: Tolerance::Relative(1e-5),
-                });
-            }
+            let buffers = block.conv.named_buffers("conv_blk.cab.0");
+            out.extend(super::rfaconv::compare_buffers(f, buffers)?);
         }
     }
     Ok(out)

@@ -377,19 +377,7 @@ impl VmUnet {
             for (j, b) in stage.blocks.iter().enumerate() {
                 if let Block::Rsss(b) = b {
                     let p = join(prefix, &format!("layers.{i}.blocks.{j}.conv_blk.cab.0"));
-                    for (bn, name) in [
-                        (&b.conv.bn_feature, "generate_feature.1"),
-                        (&b.conv.bn_out, "conv.1"),
-                    ] {
-                        out.push((
-                            join(&p, &format!("{name}.running_mean")),
-                            bn.running_mean.clone(),
-                        ));
-                        out.push((
-                            join(&p, &format!("{name}.running_var")),
-                            bn.running_var.clone(),
-                        ));
-                    }
+                    out.extend(b.conv.named_buffers(&p));
                 }
             }
         }
