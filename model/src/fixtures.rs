@@ -407,43 +407,32 @@ fn check_selective_scan(f: &Fixture, device: &Device) -> Result<Vec<Comparison>,
             tolerance: Tolerance::Relative(tol),
         });
     };
-    let grad = |t: &Tensor<4>| {
-        t.grad(&grads)
-            .ok_or("no gradient".to_string())
+    fn grad<const D: usize>(
+        t: &Tensor<D>,
+        grads: &burn::tensor::Gradients,
+        name: &str,
+    ) -> Result<Vec<f64>, String> {
+        t.grad(grads)
+            .ok_or_else(|| format!("no gradient reached {name}"))
             .and_then(values)
-    };
+    }
     cmp("y", values(y.inner())?, seq("y")?, 1e-5);
-    cmp("du", grad(&u_t)?, seq("du")?, 1e-4);
-    cmp("ddelta", grad(&delta_t)?, seq("ddelta")?, 1e-4);
-    cmp("dB", grad(&b_t)?, st("dB")?, 1e-4);
-    cmp("dC", grad(&c_t)?, st("dC")?, 1e-4);
+    cmp("du", grad(&u_t, &grads, "u")?, seq("du")?, 1e-4);
     cmp(
-        "dA",
-        a_t.grad(&grads).ok_or("no gradient for A")?.pipe(values)?,
-        vecn("dA", kd * n)?,
+        "ddelta",
+        grad(&delta_t, &grads, "delta")?,
+        seq("ddelta")?,
         1e-4,
     );
-    cmp(
-        "dD",
-        d_t.grad(&grads).ok_or("no gradient for D")?.pipe(values)?,
-        vecn("dD", kd)?,
-        1e-4,
-    );
+    cmp("dB", grad(&b_t, &grads, "B")?, st("dB")?, 1e-4);
+    cmp("dC", grad(&c_t, &grads, "C")?, st("dC")?, 1e-4);
+    cmp("dA", grad(&a_t, &grads, "A")?, vecn("dA", kd * n)?, 1e-4);
+    cmp("dD", grad(&d_t, &grads, "D")?, vecn("dD", kd)?, 1e-4);
     cmp(
         "ddelta_bias",
-        bias_t
-            .grad(&grads)
-            .ok_or("no gradient for delta_bias")?
-            .pipe(values)?,
+        grad(&bias_t, &grads, "delta_bias")?,
         vecn("ddelta_bias", kd)?,
         1e-4,
     );
     Ok(out)
 }
-
-trait Pipe: Sized {
-    fn pipe<R>(self, f: impl FnOnce(Self) -> R) -> R {
-        f(self)
-    }
-}
-impl<T> Pipe for T {}

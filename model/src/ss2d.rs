@@ -9,7 +9,7 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::silu;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Tensor};
 
 /// Sizes of an SS2D block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,33 +66,6 @@ pub struct Ss2d {
 }
 
 impl Ss2d {
-    /// Random weights of the right shapes (S4D-real A, D = 1, LN 1/0); used by tests and
-    /// benchmarks. Networks use their own initialisation.
-    pub fn random(cfg: Ss2dConfig, device: &Device) -> Self {
-        let (c, e, n, r) = (cfg.dims, cfg.inner(), cfg.d_state, cfg.dt_rank);
-        fn normal<const D: usize>(shape: [usize; D], std: f64, device: &Device) -> Tensor<D> {
-            Tensor::random(shape, Distribution::Normal(0.0, std), device)
-        }
-        let a_logs: Vec<f32> = (0..DIRECTIONS * e)
-            .flat_map(|_| (1..=n).map(|i| (i as f32).ln()))
-            .collect();
-        Self {
-            in_proj: Param::from_tensor(normal([2 * e, c], 0.02, device)),
-            conv_weight: Param::from_tensor(normal([e, 1, 3, 3], 0.3, device)),
-            conv_bias: Param::from_tensor(normal([e], 0.1, device)),
-            x_proj: Param::from_tensor(normal([DIRECTIONS, r + 2 * n, e], 0.1, device)),
-            dt_proj: Param::from_tensor(normal([DIRECTIONS, e, r], 0.3, device)),
-            dt_bias: Param::from_tensor(normal([DIRECTIONS, e], 0.5, device).sub_scalar(3.0)),
-            a_logs: Param::from_tensor(
-                Tensor::<1>::from_floats(a_logs.as_slice(), device).reshape([DIRECTIONS * e, n]),
-            ),
-            ds: Param::from_tensor(Tensor::ones([DIRECTIONS * e], device)),
-            norm_weight: Param::from_tensor(Tensor::ones([e], device)),
-            norm_bias: Param::from_tensor(Tensor::zeros([e], device)),
-            out_proj: Param::from_tensor(normal([c, e], 0.02, device)),
-        }
-    }
-
     /// (B, H, W, C) → (B, H, W, C).
     pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<4>, ShapeError> {
         let [bsz, h, w, c] = x.dims();
@@ -167,53 +140,23 @@ pub fn layer_norm(x: Tensor<2>, weight: Tensor<1>, bias: Tensor<1>) -> Tensor<2>
 /// `medseg check-fixtures` check for `ss2d*` files: load `param.*` by official name, run
 /// forward and backward of `sum(out · dy)`, compare `out` and every `grad.*`.
 pub fn check_fixture(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, String> {
+    use crate::nn::params::{AnyParam, Loader, NamedParams};
     let ad = device.clone().autodiff();
     let x = f.shaped("x", 4)?;
-    let dims = x.shape.clone();
-    let load = |name: &str| -> Result<(Vec<usize>, Vec<f64>), String> {
-        let t = f.get(&format!("param.{name}"))?;
-        Ok((t.shape.clone(), t.data.clone()))
+    let shape: [usize; 4] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+    let [_, rn2, _] = <[usize; 3]>::try_from(f.shaped("param.x_proj_weight", 3)?.shape.clone())
+        .map_err(|_| "param.x_proj_weight is not rank 3".to_string())?;
+    let d_state = f.shaped("param.A_logs", 2)?.shape[1];
+    let cfg = Ss2dConfig {
+        dims: shape[3],
+        d_state,
+        expand: f.shaped("param.in_proj.weight", 2)?.shape[0] / (2 * shape[3]).max(1),
+        dt_rank: rn2 - 2 * d_state,
     };
-    fn up<const D: usize>(
-        t: (Vec<usize>, Vec<f64>),
-        ad: &Device,
-        name: &str,
-    ) -> Result<Tensor<D>, String> {
-        let shape: [usize; D] =
-            t.0.clone()
-                .try_into()
-                .map_err(|_| format!("param.{name} has shape {:?}; rank {D} expected", t.0))?;
-        Ok(tensor(t.1, shape, ad).require_grad())
-    }
-    let names = [
-        "in_proj.weight",
-        "conv2d.weight",
-        "conv2d.bias",
-        "x_proj_weight",
-        "dt_projs_weight",
-        "dt_projs_bias",
-        "A_logs",
-        "Ds",
-        "out_norm.weight",
-        "out_norm.bias",
-        "out_proj.weight",
-    ];
-    let block = Ss2d {
-        in_proj: Param::from_tensor(up::<2>(load(names[0])?, &ad, names[0])?),
-        conv_weight: Param::from_tensor(up::<4>(load(names[1])?, &ad, names[1])?),
-        conv_bias: Param::from_tensor(up::<1>(load(names[2])?, &ad, names[2])?),
-        x_proj: Param::from_tensor(up::<3>(load(names[3])?, &ad, names[3])?),
-        dt_proj: Param::from_tensor(up::<3>(load(names[4])?, &ad, names[4])?),
-        dt_bias: Param::from_tensor(up::<2>(load(names[5])?, &ad, names[5])?),
-        a_logs: Param::from_tensor(up::<2>(load(names[6])?, &ad, names[6])?),
-        ds: Param::from_tensor(up::<1>(load(names[7])?, &ad, names[7])?),
-        norm_weight: Param::from_tensor(up::<1>(load(names[8])?, &ad, names[8])?),
-        norm_bias: Param::from_tensor(up::<1>(load(names[9])?, &ad, names[9])?),
-        out_proj: Param::from_tensor(up::<2>(load(names[10])?, &ad, names[10])?),
-    };
-    let shape4: [usize; 4] = [dims[0], dims[1], dims[2], dims[3]];
-    let xt = tensor(x.data.clone(), shape4, &ad).require_grad();
-    let dy = tensor(f.get("dy")?.data.clone(), shape4, &ad);
+    let mut source = crate::nn::parity::FixtureWeights::new(f);
+    let block = Ss2d::load(cfg, &mut Loader::new(&mut source, ad.clone(), ""))?;
+    let xt = tensor(x.data.clone(), shape, &ad).require_grad();
+    let dy = tensor(f.get("dy")?.data.clone(), shape, &ad);
     let out = block.forward(xt.clone()).map_err(|e| e.to_string())?;
     let grads = (out.clone() * dy).sum().backward();
     let mut cmp = vec![Comparison {
@@ -221,33 +164,16 @@ pub fn check_fixture(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, St
         error: rel_l2(&values(out.inner())?, &f.get("out")?.data),
         tolerance: Tolerance::Relative(1e-5),
     }];
-    let mut grad_of = |name: &str, g: Option<Vec<f64>>| -> Result<(), String> {
-        let g = g.ok_or_else(|| format!("no gradient reached {name}"))?;
-        cmp.push(Comparison {
-            name: format!("grad.{name}"),
-            error: rel_l2(&g, &f.get(&format!("grad.{name}"))?.data),
-            tolerance: Tolerance::Relative(1e-4),
-        });
-        Ok(())
-    };
-    fn gv<const D: usize>(
-        p: &Param<Tensor<D>>,
-        grads: &burn::tensor::Gradients,
-    ) -> Option<Vec<f64>> {
-        p.val().grad(grads).and_then(|g| values(g).ok())
-    }
-    grad_of("x", xt.grad(&grads).and_then(|g| values(g).ok()))?;
-    grad_of(names[0], gv(&block.in_proj, &grads))?;
-    grad_of(names[1], gv(&block.conv_weight, &grads))?;
-    grad_of(names[2], gv(&block.conv_bias, &grads))?;
-    grad_of(names[3], gv(&block.x_proj, &grads))?;
-    grad_of(names[4], gv(&block.dt_proj, &grads))?;
-    grad_of(names[5], gv(&block.dt_bias, &grads))?;
-    grad_of(names[6], gv(&block.a_logs, &grads))?;
-    grad_of(names[7], gv(&block.ds, &grads))?;
-    grad_of(names[8], gv(&block.norm_weight, &grads))?;
-    grad_of(names[9], gv(&block.norm_bias, &grads))?;
-    grad_of(names[10], gv(&block.out_proj, &grads))?;
+    let mut named = vec![("x".to_string(), AnyParam::R4(Param::from_tensor(xt)))];
+    block.named_params("", &mut named);
+    cmp.extend(crate::nn::parity::compare_grads(
+        f,
+        "",
+        &grads,
+        &named,
+        &[],
+        1e-4,
+    )?);
     Ok(cmp)
 }
 

@@ -130,15 +130,6 @@ impl AnyParam {
         }
     }
 
-    fn flat(&self) -> Tensor<1> {
-        match self {
-            AnyParam::R1(p) => p.val(),
-            AnyParam::R2(p) => p.val().flatten(0, 1),
-            AnyParam::R3(p) => p.val().flatten(0, 2),
-            AnyParam::R4(p) => p.val().flatten(0, 3),
-        }
-    }
-
     /// The gradient in `grads`, flattened, if one reached this parameter.
     pub fn grad(&self, grads: &Gradients) -> Option<Tensor<1>> {
         match self {
@@ -147,11 +138,6 @@ impl AnyParam {
             AnyParam::R3(p) => p.val().grad(grads).map(|g| g.flatten(0, 2)),
             AnyParam::R4(p) => p.val().grad(grads).map(|g| g.flatten(0, 3)),
         }
-    }
-
-    /// The values, flattened.
-    pub fn value(&self) -> Tensor<1> {
-        self.flat()
     }
 }
 
