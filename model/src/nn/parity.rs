@@ -2,7 +2,7 @@
 //! every gradient and the AdamW step, for `medseg check-fixtures`.
 
 use super::loss::{bce_dice, ce_dice};
-use super::params::{Loader, NamedParams, WeightSource};
+use super::params::{AnyParam, Loader, NamedParams, WeightSource};
 use super::vm_unet::{BlockKind, VmUnet, VmUnetConfig};
 use crate::fixtures::{rel_l2, tensor, values, Comparison, Fixture, Tolerance};
 use crate::train::adamw::{AdamState, AdamW};
@@ -272,6 +272,69 @@ pub fn compare_grads(
                 Tolerance::Relative(tol)
             },
         });
+    }
+    Ok(out)
+}
+
+/// A module with BatchNorm, checked against a module fixture in eval and train mode.
+pub trait TrainEvalModule: NamedParams {
+    fn forward_mode(&mut self, x: Tensor<4>, train: bool) -> Result<Tensor<4>, String>;
+    /// Running statistics under the fixture's names.
+    fn running_stats(&self) -> Vec<(String, Tensor<1>)>;
+    /// Parameters whose true train-mode gradient is exactly zero (a conv bias in front of a
+    /// batch-statistics BatchNorm, fixtures README).
+    fn zero_in_train(&self) -> Vec<String>;
+}
+
+/// Module fixtures with `eval.*` / `train.*` parts: outputs (≤ 1e-5), every gradient of
+/// `sum(out · dy)` (≤ 1e-4, zero ones ≤ 1e-6 absolute), running statistics after the train pass.
+pub fn check_train_eval<M: TrainEvalModule>(
+    f: &Fixture,
+    device: &Device,
+    load: impl Fn(&mut Loader) -> Result<M, String>,
+) -> Result<Vec<Comparison>, String> {
+    let x = f.shaped("x", 4)?;
+    let shape: [usize; 4] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+    let ad = device.clone().autodiff();
+    let mut out = Vec::new();
+    for (train, tag) in [(false, "eval"), (true, "train")] {
+        let mut source = FixtureWeights::new(f);
+        let mut module = load(&mut Loader::new(&mut source, ad.clone(), ""))?;
+        let xt = tensor(x.data.clone(), shape, &ad).require_grad();
+        let y = module.forward_mode(xt.clone(), train)?;
+        out.push(rel(
+            &format!("{tag}.out"),
+            values(y.clone().inner())?,
+            &f.get(&format!("{tag}.out"))?.data,
+            1e-5,
+        )?);
+        let dy = tensor(f.get("dy")?.data.clone(), shape, &ad);
+        let grads = (y * dy).sum().backward();
+        let mut named = vec![(
+            "x".to_string(),
+            AnyParam::R4(burn::module::Param::from_tensor(xt)),
+        )];
+        module.named_params("", &mut named);
+        let zero = if train {
+            module.zero_in_train()
+        } else {
+            Vec::new()
+        };
+        let zero: Vec<&str> = zero.iter().map(String::as_str).collect();
+        out.extend(compare_grads(
+            f,
+            &format!("{tag}."),
+            &grads,
+            &named,
+            &zero,
+            1e-4,
+        )?);
+        if train {
+            for (name, t) in module.running_stats() {
+                let key = format!("train.buffer_after.{name}");
+                out.push(rel(&key, values(t)?, &f.get(&key)?.data, 1e-5)?);
+            }
+        }
     }
     Ok(out)
 }

@@ -5,7 +5,7 @@
 //! per-pixel 1×1 conv over the 9C weighted features (no 3H×3W map is built).
 
 use super::params::{join, AnyParam, Loader, NamedParams};
-use crate::fixtures::{rel_l2, tensor, values, Comparison, Fixture, Tolerance};
+use crate::fixtures::{Comparison, Fixture};
 use burn::module::Param;
 use burn::tensor::activation::{relu, softmax};
 use burn::tensor::module::{avg_pool2d, conv2d};
@@ -182,24 +182,6 @@ impl RfaConv {
     }
 }
 
-/// Compare running statistics with the fixture's `train.buffer_after.<name>`.
-pub fn compare_buffers(
-    f: &Fixture,
-    buffers: Vec<(String, Tensor<1>)>,
-) -> Result<Vec<Comparison>, String> {
-    buffers
-        .into_iter()
-        .map(|(name, t)| {
-            let key = format!("train.buffer_after.{name}");
-            Ok(Comparison {
-                error: rel_l2(&values(t)?, &f.get(&key)?.data),
-                name: key,
-                tolerance: Tolerance::Relative(1e-5),
-            })
-        })
-        .collect()
-}
-
 impl NamedParams for RfaConv {
     fn named_params(&self, prefix: &str, out: &mut Vec<(String, AnyParam)>) {
         out.push((join(prefix, "get_weight.1.weight"), (&self.alpha).into()));
@@ -214,44 +196,21 @@ impl NamedParams for RfaConv {
     }
 }
 
+impl super::parity::TrainEvalModule for RfaConv {
+    fn forward_mode(&mut self, x: Tensor<4>, train: bool) -> Result<Tensor<4>, String> {
+        Ok(self.forward(x, train))
+    }
+    fn running_stats(&self) -> Vec<(String, Tensor<1>)> {
+        self.named_buffers("")
+    }
+    fn zero_in_train(&self) -> Vec<String> {
+        vec!["conv.0.bias".into()]
+    }
+}
+
 /// `check-fixtures` for `rfaconv*`: eval and train outputs, every gradient, and the running
 /// statistics after the train-mode pass.
 pub fn check_fixture(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, String> {
-    let x = f.shaped("x", 4)?;
-    let shape: [usize; 4] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
-    let ad = device.clone().autodiff();
-    let mut out = Vec::new();
-    for (train, tag) in [(false, "eval"), (true, "train")] {
-        let mut source = super::parity::FixtureWeights::new(f);
-        let mut net = RfaConv::load(&mut Loader::new(&mut source, ad.clone(), ""), shape[1])?;
-        let xt = tensor(x.data.clone(), shape, &ad).require_grad();
-        let y = net.forward(xt.clone(), train);
-        let dy = tensor(f.get("dy")?.data.clone(), shape, &ad);
-        out.push(Comparison {
-            name: format!("{tag}.out"),
-            error: rel_l2(
-                &values(y.clone().inner())?,
-                &f.get(&format!("{tag}.out"))?.data,
-            ),
-            tolerance: Tolerance::Relative(1e-5),
-        });
-        let grads = (y * dy).sum().backward();
-        let mut named = vec![("x".to_string(), AnyParam::R4(Param::from_tensor(xt)))];
-        net.named_params("", &mut named);
-        // The conv bias in front of a batch-statistics BatchNorm has no effect: its true
-        // gradient is zero (fixtures README).
-        let zero: &[&str] = if train { &["conv.0.bias"] } else { &[] };
-        out.extend(super::parity::compare_grads(
-            f,
-            &format!("{tag}."),
-            &grads,
-            &named,
-            zero,
-            1e-4,
-        )?);
-        if train {
-            out.extend(compare_buffers(f, net.named_buffers(""))?);
-        }
-    }
-    Ok(out)
+    let channels = f.shaped("x", 4)?.shape[1];
+    super::parity::check_train_eval(f, device, |w| RfaConv::load(w, channels))
 }

@@ -6,7 +6,7 @@
 use super::params::{join, AnyParam, Loader, NamedParams};
 use super::rfaconv::RfaConv;
 use super::vm_unet::Norm;
-use crate::fixtures::{rel_l2, tensor, values, Comparison, Fixture, Tolerance};
+use crate::fixtures::{Comparison, Fixture};
 use crate::ss2d::{Ss2d, Ss2dConfig};
 use burn::module::Param;
 use burn::tensor::{Device, Tensor};
@@ -65,51 +65,25 @@ impl NamedParams for RsssBlock {
     }
 }
 
+impl super::parity::TrainEvalModule for RsssBlock {
+    fn forward_mode(&mut self, x: Tensor<4>, train: bool) -> Result<Tensor<4>, String> {
+        self.forward(x, train)
+    }
+    fn running_stats(&self) -> Vec<(String, Tensor<1>)> {
+        self.conv.named_buffers("conv_blk.cab.0")
+    }
+    fn zero_in_train(&self) -> Vec<String> {
+        vec!["conv_blk.cab.0.conv.0.bias".into()]
+    }
+}
+
 /// `check-fixtures` for `rsss*`: eval and train outputs, every gradient, running statistics.
 pub fn check_fixture(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, String> {
-    let x = f.shaped("x", 4)?;
-    let shape: [usize; 4] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
-    let d_state = f.info.get("d_state").and_then(|v| v.as_u64()).unwrap_or(16) as usize;
+    let channels = f.shaped("x", 4)?.shape[3];
+    let d_state = f.shaped("param.self_attention.A_logs", 2)?.shape[1];
     let cfg = Ss2dConfig {
         d_state,
-        ..Ss2dConfig::new(shape[3])
+        ..Ss2dConfig::new(channels)
     };
-    let ad = device.clone().autodiff();
-    let mut out = Vec::new();
-    for (train, tag) in [(false, "eval"), (true, "train")] {
-        let mut source = super::parity::FixtureWeights::new(f);
-        let mut block = RsssBlock::load(&mut Loader::new(&mut source, ad.clone(), ""), cfg)?;
-        let xt = tensor(x.data.clone(), shape, &ad).require_grad();
-        let y = block.forward(xt.clone(), train)?;
-        out.push(Comparison {
-            name: format!("{tag}.out"),
-            error: rel_l2(
-                &values(y.clone().inner())?,
-                &f.get(&format!("{tag}.out"))?.data,
-            ),
-            tolerance: Tolerance::Relative(1e-5),
-        });
-        let dy = tensor(f.get("dy")?.data.clone(), shape, &ad);
-        let grads = (y * dy).sum().backward();
-        let mut named = vec![("x".to_string(), AnyParam::R4(Param::from_tensor(xt)))];
-        block.named_params("", &mut named);
-        let zero: &[&str] = if train {
-            &["conv_blk.cab.0.conv.0.bias"]
-        } else {
-            &[]
-        };
-        out.extend(super::parity::compare_grads(
-            f,
-            &format!("{tag}."),
-            &grads,
-            &named,
-            zero,
-            1e-4,
-        )?);
-        if train {
-            let buffers = block.conv.named_buffers("conv_blk.cab.0");
-            out.extend(super::rfaconv::compare_buffers(f, buffers)?);
-        }
-    }
-    Ok(out)
+    super::parity::check_train_eval(f, device, |w| RsssBlock::load(w, cfg))
 }
