@@ -340,3 +340,26 @@ fn an_item_over_the_binding_limit_is_refused() {
         .to_string();
     assert!(err.contains("storage-binding limit of 1024 bytes"), "{err}");
 }
+
+/// The raw backward refuses checkpoints that do not belong to its input.
+#[test]
+fn raw_backward_refuses_foreign_checkpoints() {
+    use medseg_model::ops::scan::{scan_backward_raw, scan_forward_raw};
+    let Some(ctx) = gpu() else { return };
+    let dev = &ctx.device;
+    let input = |len: usize| ScanInput {
+        u: Tensor::zeros([1, 1, len, 3], dev),
+        delta: Tensor::zeros([1, 1, len, 3], dev),
+        a: Tensor::zeros([3, 2], dev),
+        b: Tensor::zeros([1, 1, len, 2], dev),
+        c: Tensor::zeros([1, 1, len, 2], dev),
+        d: Tensor::zeros([3], dev),
+        bias: Tensor::zeros([3], dev),
+    };
+    let opts = ScanOptions::default();
+    let (y, ckpt) = scan_forward_raw(&input(40), ScanOrder::Sequential, opts).unwrap();
+    let err = scan_backward_raw(&input(70), ckpt, y, ScanOrder::Sequential, opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("do not belong to this input"), "{err}");
+}

@@ -280,6 +280,7 @@ pub fn selective_scan(
     order: ScanOrder,
     options: ScanOptions,
 ) -> Result<Tensor<4>, ShapeError> {
+    let geo = input.check(order, options)?;
     let ScanInput {
         u,
         delta,
@@ -289,33 +290,6 @@ pub fn selective_scan(
         d,
         bias,
     } = input;
-    for (name, dtype) in [
-        ("u", u.dtype()),
-        ("delta", delta.dtype()),
-        ("A", a.dtype()),
-        ("B", b.dtype()),
-        ("C", c.dtype()),
-        ("D", d.dtype()),
-        ("delta bias", bias.dtype()),
-    ] {
-        if dtype != DType::F32 {
-            return Err(ShapeError::new(
-                "selective scan",
-                format!("{name} is {dtype:?}; the scan runs in f32"),
-            ));
-        }
-    }
-    let geo = ScanGeometry::new(
-        u.dims(),
-        delta.dims(),
-        a.dims(),
-        b.dims(),
-        c.dims(),
-        d.dims()[0],
-        bias.dims()[0],
-        order,
-        options.group_chunks,
-    )?;
     let per_item_bytes = (geo.floats_per_batch_item() as u64 * 4).max(1);
     let limit = options
         .max_binding_bytes
@@ -366,6 +340,37 @@ pub fn selective_scan(
 }
 
 impl ScanInput {
+    /// Dtypes and shapes, as a geometry, or a message naming what does not fit.
+    fn check(&self, order: ScanOrder, options: ScanOptions) -> Result<ScanGeometry, ShapeError> {
+        for (name, dtype) in [
+            ("u", self.u.dtype()),
+            ("delta", self.delta.dtype()),
+            ("A", self.a.dtype()),
+            ("B", self.b.dtype()),
+            ("C", self.c.dtype()),
+            ("D", self.d.dtype()),
+            ("delta bias", self.bias.dtype()),
+        ] {
+            if dtype != DType::F32 {
+                return Err(ShapeError::new(
+                    "selective scan",
+                    format!("{name} is {dtype:?}; the scan runs in f32"),
+                ));
+            }
+        }
+        ScanGeometry::new(
+            self.u.dims(),
+            self.delta.dims(),
+            self.a.dims(),
+            self.b.dims(),
+            self.c.dims(),
+            self.d.dims()[0],
+            self.bias.dims()[0],
+            order,
+            options.group_chunks,
+        )
+    }
+
     fn dispatch(&self) -> ScanTensors<Dispatch> {
         ScanTensors {
             u: self.u.clone().into_dispatch(),
@@ -384,16 +389,17 @@ pub fn scan_forward_raw(
     input: &ScanInput,
     order: ScanOrder,
     options: ScanOptions,
-) -> (Tensor<4>, Tensor<4>) {
+) -> Result<(Tensor<4>, Tensor<4>), ShapeError> {
+    input.check(order, options)?;
     let config = ScanConfig {
         order,
         group_chunks: options.group_chunks,
     };
     let out = Dispatch::scan_forward(input.dispatch(), config);
-    (
+    Ok((
         Tensor::from_dispatch(out.y),
         Tensor::from_dispatch(out.ckpt),
-    )
+    ))
 }
 
 /// Gradients of the scan from the backward kernels alone (no autodiff).
@@ -416,24 +422,37 @@ pub fn scan_backward_raw(
     dy: Tensor<4>,
     order: ScanOrder,
     options: ScanOptions,
-) -> ScanInputGrads {
+) -> Result<ScanInputGrads, ShapeError> {
+    let g = input.check(order, options)?;
+    let want_ckpt = [g.batch * g.dirs, g.n_chunks, g.states_pad, g.channels];
+    if ckpt.dims() != want_ckpt || dy.dims() != input.delta.dims() {
+        return Err(ShapeError::new(
+            "selective scan backward",
+            format!(
+                "checkpoints {:?} and dy {:?} do not belong to this input (expected {want_ckpt:?} and {:?})",
+                ckpt.dims(),
+                dy.dims(),
+                input.delta.dims()
+            ),
+        ));
+    }
     let config = ScanConfig {
         order,
         group_chunks: options.group_chunks,
     };
-    let g = Dispatch::scan_backward(
+    let grads = Dispatch::scan_backward(
         input.dispatch(),
         ckpt.into_dispatch(),
         dy.into_dispatch(),
         config,
     );
-    ScanInputGrads {
-        du: Tensor::from_dispatch(g.du),
-        ddelta: Tensor::from_dispatch(g.ddelta),
-        da: Tensor::from_dispatch(g.da),
-        db: Tensor::from_dispatch(g.db),
-        dc: Tensor::from_dispatch(g.dc),
-        dd: Tensor::from_dispatch(g.dd),
-        dbias: Tensor::from_dispatch(g.dbias),
-    }
+    Ok(ScanInputGrads {
+        du: Tensor::from_dispatch(grads.du),
+        ddelta: Tensor::from_dispatch(grads.ddelta),
+        da: Tensor::from_dispatch(grads.da),
+        db: Tensor::from_dispatch(grads.db),
+        dc: Tensor::from_dispatch(grads.dc),
+        dd: Tensor::from_dispatch(grads.dd),
+        dbias: Tensor::from_dispatch(grads.dbias),
+    })
 }
