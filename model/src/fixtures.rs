@@ -141,8 +141,20 @@ pub enum Outcome {
     NotChecked(Option<String>),
 }
 
-/// A check that recognises a file it does not cover yet returns `Err` starting with this.
-pub const NOT_YET: &str = "not covered yet: ";
+/// Why a check did not produce comparisons.
+#[derive(Debug, Clone)]
+pub enum CheckError {
+    /// The file cannot be interpreted (missing tensor, wrong shape, corrupt).
+    Unreadable(String),
+    /// The check recognises the file but does not cover it yet (the reason).
+    NotCovered(String),
+}
+
+impl From<String> for CheckError {
+    fn from(e: String) -> Self {
+        CheckError::Unreadable(e)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct FileReport {
@@ -204,7 +216,7 @@ impl FileReport {
     }
 }
 
-type Checker = fn(&Fixture, &Device) -> Result<Vec<Comparison>, String>;
+type Checker = fn(&Fixture, &Device) -> Result<Vec<Comparison>, CheckError>;
 
 /// Prefix → check. Later issues add their prefixes here.
 const CHECKS: &[(&str, &str, Checker)] = &[
@@ -263,13 +275,14 @@ pub fn check_dir(
                 outcome: Outcome::NotChecked(None),
             },
             Some((_, kind, check)) => {
-                let outcome = match Fixture::load(&path).and_then(|f| check(&f, device)) {
+                let outcome = match Fixture::load(&path)
+                    .map_err(CheckError::from)
+                    .and_then(|f| check(&f, device))
+                {
                     Ok(c) if c.is_empty() => Outcome::Unreadable("no quantity to compare".into()),
                     Ok(c) => Outcome::Checked(c),
-                    Err(e) => match e.strip_prefix(NOT_YET) {
-                        Some(why) => Outcome::NotChecked(Some(why.to_string())),
-                        None => Outcome::Unreadable(e),
-                    },
+                    Err(CheckError::Unreadable(e)) => Outcome::Unreadable(e),
+                    Err(CheckError::NotCovered(why)) => Outcome::NotChecked(Some(why)),
                 };
                 FileReport {
                     file,
@@ -328,7 +341,7 @@ pub fn states_to_ours(x: &[f64], b: usize, k: usize, n: usize, l: usize) -> Vec<
     out
 }
 
-fn check_selective_scan(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, String> {
+fn check_selective_scan(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, CheckError> {
     let u = f.shaped("u", 3)?;
     let bm = f.shaped("B", 4)?;
     let a = f.shaped("A", 2)?;
@@ -338,7 +351,8 @@ fn check_selective_scan(f: &Fixture, device: &Device) -> Result<Vec<Comparison>,
         return Err(format!(
             "inconsistent shapes: u {:?}, B {:?}, A {:?}",
             u.shape, bm.shape, a.shape
-        ));
+        )
+        .into());
     }
     let d = kd / k;
     let seq = |name: &str| -> Result<Vec<f64>, String> {

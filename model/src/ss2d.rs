@@ -139,7 +139,10 @@ pub fn layer_norm(x: Tensor<2>, weight: Tensor<1>, bias: Tensor<1>) -> Tensor<2>
 
 /// `medseg check-fixtures` check for `ss2d*` files: load `param.*` by official name, run
 /// forward and backward of `sum(out · dy)`, compare `out` and every `grad.*`.
-pub fn check_fixture(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, String> {
+pub fn check_fixture(
+    f: &Fixture,
+    device: &Device,
+) -> Result<Vec<Comparison>, crate::fixtures::CheckError> {
     use crate::nn::params::{AnyParam, Loader, NamedParams};
     let ad = device.clone().autodiff();
     let x = f.shaped("x", 4)?;

@@ -5,7 +5,7 @@
 //! per-pixel 1×1 conv over the 9C weighted features (no 3H×3W map is built).
 
 use super::params::{join, AnyParam, Loader, NamedParams};
-use crate::fixtures::{Comparison, Fixture};
+use crate::fixtures::{CheckError, Comparison, Fixture};
 use burn::module::Param;
 use burn::tensor::activation::{relu, softmax};
 use burn::tensor::module::{avg_pool2d, conv2d};
@@ -210,7 +210,9 @@ impl super::parity::TrainEvalModule for RfaConv {
 
 /// `check-fixtures` for `rfaconv*`: eval and train outputs, every gradient, and the running
 /// statistics after the train-mode pass.
-pub fn check_fixture(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, String> {
+pub fn check_fixture(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, CheckError> {
     let channels = f.shaped("x", 4)?.shape[1];
-    super::parity::check_train_eval(f, device, |w| RfaConv::load(w, channels))
+    Ok(super::parity::check_train_eval(f, device, |w| {
+        RfaConv::load(w, channels)
+    })?)
 }

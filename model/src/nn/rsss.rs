@@ -6,7 +6,7 @@
 use super::params::{join, AnyParam, Loader, NamedParams};
 use super::rfaconv::RfaConv;
 use super::vm_unet::Norm;
-use crate::fixtures::{Comparison, Fixture};
+use crate::fixtures::{CheckError, Comparison, Fixture};
 use crate::ss2d::{Ss2d, Ss2dConfig};
 use burn::module::Param;
 use burn::tensor::{Device, Tensor};
@@ -78,12 +78,14 @@ impl super::parity::TrainEvalModule for RsssBlock {
 }
 
 /// `check-fixtures` for `rsss*`: eval and train outputs, every gradient, running statistics.
-pub fn check_fixture(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, String> {
+pub fn check_fixture(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, CheckError> {
     let channels = f.shaped("x", 4)?.shape[3];
     let d_state = f.shaped("param.self_attention.A_logs", 2)?.shape[1];
     let cfg = Ss2dConfig {
         d_state,
         ..Ss2dConfig::new(channels)
     };
-    super::parity::check_train_eval(f, device, |w| RsssBlock::load(w, cfg))
+    Ok(super::parity::check_train_eval(f, device, |w| {
+        RsssBlock::load(w, cfg)
+    })?)
 }
