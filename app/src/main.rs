@@ -28,6 +28,35 @@ enum Command {
         /// Directory of `*.safetensors` fixtures.
         dir: PathBuf,
     },
+    /// Describe an image, a volume, a DICOM folder or a dataset folder: format, dims, datatype,
+    /// spacing, the voxel → world affine, orientation letters and the intensity range.
+    Info {
+        /// A NIfTI/DICOM/PNG/JPEG/BMP/TIFF file, a DICOM folder or a dataset folder.
+        path: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score predicted masks against reference masks paired by file name (2-D PNG masks or
+    /// NIfTI label maps on the same grid): DSC, IoU, precision, recall, specificity, accuracy,
+    /// HD95 and ASSD in mm, NSD.
+    Eval {
+        /// Folder of predicted masks.
+        #[arg(long)]
+        pred: PathBuf,
+        /// Folder of reference masks.
+        #[arg(long)]
+        gt: PathBuf,
+        /// NSD tolerance in mm.
+        #[arg(long, default_value_t = 2.0)]
+        nsd_tolerance_mm: f64,
+        /// Pixel spacing (mm) of 2-D raster masks, which store none.
+        #[arg(long, default_value_t = 1.0)]
+        spacing_mm: f64,
+        /// Also write the per-case results and means as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -148,11 +177,58 @@ fn bench_scan(
     Ok(())
 }
 
+fn info(path: &Path, json: bool) -> Result<(), String> {
+    let info = medseg_data::info::info(path).map_err(|e| e.to_string())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&info).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", info.to_text());
+    }
+    Ok(())
+}
+
+fn eval(
+    pred: &Path,
+    gt: &Path,
+    tau: f64,
+    spacing: f64,
+    json: Option<&PathBuf>,
+) -> Result<(), String> {
+    if !(tau >= 0.0 && tau.is_finite()) || !(spacing > 0.0 && spacing.is_finite()) {
+        return Err("--nsd-tolerance-mm must be ≥ 0 and --spacing-mm > 0".into());
+    }
+    let opts = medseg_data::evaluate::EvalOptions {
+        nsd_tolerance_mm: tau,
+        raster_spacing_mm: [spacing, spacing],
+    };
+    let report = medseg_data::evaluate::evaluate(pred, gt, &opts, &mut |_, _| true)
+        .map_err(|e| e.to_string())?;
+    print!("{}", report.to_text());
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        medseg_data::atomic::write_atomic(path, true, |w| w.write_all(text.as_bytes()))
+            .map_err(|e| e.to_string())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::GpuInfo => gpu_info().map(|_| true),
         Command::CheckFixtures { dir } => check_fixtures(dir),
+        Command::Info { path, json } => info(path, *json).map(|_| true),
+        Command::Eval {
+            pred,
+            gt,
+            nsd_tolerance_mm,
+            spacing_mm,
+            json,
+        } => eval(pred, gt, *nsd_tolerance_mm, *spacing_mm, json.as_ref()).map(|_| true),
         Command::Bench {
             what:
                 BenchCommand::Scan {

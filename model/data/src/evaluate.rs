@@ -1,0 +1,195 @@
+//! `medseg eval`: predictions against references, paired by file stem, every metric per case and
+//! foreground label, and their means.
+
+use crate::dataset::files_by_stem;
+use crate::error::{DataError, Result};
+use crate::metrics::{binary_metrics, nanmean, CaseMetrics};
+use crate::volume::{load_labels, LabelMap};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    /// NSD tolerance in mm.
+    pub nsd_tolerance_mm: f64,
+    /// Spacing given to 2-D raster masks (which carry none); 1 mm by default.
+    pub raster_spacing_mm: [f64; 2],
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            nsd_tolerance_mm: 2.0,
+            raster_spacing_mm: [1.0, 1.0],
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CaseEntry {
+    pub case: String,
+    pub label: u16,
+    #[serde(flatten)]
+    pub metrics: CaseMetrics,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    pub cases: Vec<CaseEntry>,
+    /// Mean of every metric over all (case, label) entries, NaNs left out.
+    pub mean: BTreeMap<&'static str, f64>,
+    /// The same means per label.
+    pub per_label: BTreeMap<u16, BTreeMap<&'static str, f64>>,
+    pub nsd_tolerance_mm: f64,
+    pub predictions_without_reference: Vec<PathBuf>,
+    pub references_without_prediction: Vec<PathBuf>,
+}
+
+fn is_raster(m: &LabelMap) -> bool {
+    m.nifti.is_none()
+}
+
+fn means<'a>(entries: impl Iterator<Item = &'a CaseEntry> + Clone) -> BTreeMap<&'static str, f64> {
+    CaseMetrics::NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, &name)| {
+            (
+                name,
+                nanmean(entries.clone().map(|e| e.metrics.values()[i])),
+            )
+        })
+        .collect()
+}
+
+/// Metrics of one case for every label present in either map.
+pub fn evaluate_case(
+    case: &str,
+    pred: &LabelMap,
+    gt: &LabelMap,
+    tau_mm: f64,
+) -> Result<Vec<CaseEntry>> {
+    if pred.geometry.dims != gt.geometry.dims {
+        return Err(DataError::Mismatch(format!(
+            "{case}: prediction is {:?} voxels, reference {:?}",
+            pred.geometry.dims, gt.geometry.dims
+        )));
+    }
+    if !pred.geometry.matches(&gt.geometry, 1e-3) {
+        return Err(DataError::Mismatch(format!(
+            "{case}: prediction and reference lie on different grids (affines {:?} and {:?})",
+            pred.geometry.world_from_voxel, gt.geometry.world_from_voxel
+        )));
+    }
+    let mut labels = pred.foreground_labels();
+    labels.extend(gt.foreground_labels());
+    labels.sort_unstable();
+    labels.dedup();
+    Ok(labels
+        .into_iter()
+        .map(|l| CaseEntry {
+            case: case.to_string(),
+            label: l,
+            metrics: binary_metrics(&pred.mask_of(l), &gt.mask_of(l), &gt.geometry, tau_mm),
+        })
+        .collect())
+}
+
+pub fn evaluate(
+    pred_dir: &Path,
+    gt_dir: &Path,
+    opts: &EvalOptions,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<EvalReport> {
+    let (preds, _) = files_by_stem(pred_dir)?;
+    let (mut gts, _) = files_by_stem(gt_dir)?;
+    let mut cases = Vec::new();
+    let mut predictions_without_reference = Vec::new();
+    let total = preds.len();
+    let mut paired = 0;
+    for (i, (stem, pred_path)) in preds.into_iter().enumerate() {
+        if !progress(i, total) {
+            return Err(DataError::Cancelled);
+        }
+        let Some(gt_path) = gts.remove(&stem) else {
+            predictions_without_reference.push(pred_path);
+            continue;
+        };
+        paired += 1;
+        let mut pred = load_labels(&pred_path)?;
+        let mut gt = load_labels(&gt_path)?;
+        for m in [&mut pred, &mut gt] {
+            if is_raster(m) {
+                let [sx, sy] = opts.raster_spacing_mm;
+                m.geometry =
+                    crate::geometry::Geometry::axis_aligned(m.geometry.dims, [sx, sy, 1.0]);
+            }
+        }
+        cases.extend(evaluate_case(&stem, &pred, &gt, opts.nsd_tolerance_mm)?);
+    }
+    if paired == 0 {
+        return Err(DataError::Invalid(format!(
+            "no prediction in {} has a reference of the same name in {}",
+            pred_dir.display(),
+            gt_dir.display()
+        )));
+    }
+    let mut per_label = BTreeMap::new();
+    let mut labels: Vec<u16> = cases.iter().map(|c| c.label).collect();
+    labels.sort_unstable();
+    labels.dedup();
+    for l in labels {
+        per_label.insert(l, means(cases.iter().filter(|c| c.label == l)));
+    }
+    Ok(EvalReport {
+        mean: means(cases.iter()),
+        per_label,
+        cases,
+        nsd_tolerance_mm: opts.nsd_tolerance_mm,
+        predictions_without_reference,
+        references_without_prediction: gts.into_values().collect(),
+    })
+}
+
+impl EvalReport {
+    pub fn to_text(&self) -> String {
+        let mut s = format!("{:<28} {:>5}", "case", "label");
+        for n in CaseMetrics::NAMES {
+            s += &format!(" {:>11}", n);
+        }
+        s.push('\n');
+        let fmt = |v: f64| {
+            if v.is_finite() {
+                format!(" {v:>11.4}")
+            } else {
+                format!(" {:>11}", "—")
+            }
+        };
+        for c in &self.cases {
+            s += &format!("{:<28} {:>5}", c.case, c.label);
+            for v in c.metrics.values() {
+                s += &fmt(v);
+            }
+            s.push('\n');
+        }
+        s += &format!("{:<28} {:>5}", "mean", "all");
+        for n in CaseMetrics::NAMES {
+            s += &fmt(self.mean[n]);
+        }
+        s.push('\n');
+        for p in &self.predictions_without_reference {
+            s += &format!(
+                "warning: {}: no reference with this name; not evaluated\n",
+                p.display()
+            );
+        }
+        for p in &self.references_without_prediction {
+            s += &format!(
+                "warning: {}: no prediction with this name; not evaluated\n",
+                p.display()
+            );
+        }
+        s
+    }
+}
