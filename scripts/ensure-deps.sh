@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what medseg's build and tests need on a fresh Debian machine, when missing:
-# Mesa's software Vulkan (lavapipe) so the GPU code has an adapter without a GPU, and the
-# wasm32 target for the browser build's check. Safe to run repeatedly.
+# Mesa's software Vulkan (lavapipe) so the GPU code has an adapter without a GPU, the
+# wasm32 target for the browser build's check, and cargo-fuzz for the fuzzing smoke run.
+# Safe to run repeatedly.
 set -euo pipefail
 
 need_apt=()
@@ -26,4 +27,9 @@ if command -v rustup >/dev/null 2>&1; then
             exit 1
         }
     fi
+fi
+
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    echo "installing cargo-fuzz"
+    cargo install cargo-fuzz --locked --quiet
 fi

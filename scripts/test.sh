@@ -34,14 +34,31 @@ cargo tree --workspace -e normal -i wgpu@30 >/dev/null
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "cargo check the model crate for wasm32-unknown-unknown"
-RUSTFLAGS="${RUSTFLAGS:-} -D warnings" cargo check -p medseg-model --target wasm32-unknown-unknown
+step "cargo check the model and data crates for wasm32-unknown-unknown"
+RUSTFLAGS="${RUSTFLAGS:-} -D warnings" cargo check -p medseg-model -p medseg-data --target wasm32-unknown-unknown
 
 step "cargo test"
 cargo test --workspace -- --test-threads 2
 
 step "medseg check-fixtures ../shared/fixtures"
 cargo run -q -p medseg -- check-fixtures ../shared/fixtures
+
+step "medseg info and medseg eval on ../shared/data"
+cargo run -q -p medseg -- info ../shared/data/ct/images/ts_example_ct_a.nii.gz
+cargo run -q -p medseg -- info --json ../shared/data/mri_abdomen/images/ts_example_mr.nii.gz >"$CARGO_TARGET_DIR/info-smoke.json"
+grep -q '"orientation": "LPS"' "$CARGO_TARGET_DIR/info-smoke.json"
+cargo run -q -p medseg -- info ../shared/data/polyp
+# The reference masks scored against themselves: every DSC is 1, every distance 0.
+cargo run -q -p medseg -- eval --pred ../shared/data/ct/labels --gt ../shared/data/ct/labels \
+    --json "$CARGO_TARGET_DIR/eval-smoke.json" >/dev/null
+grep -q '"hd95_mm": 0.0' "$CARGO_TARGET_DIR/eval-smoke.json"
+if grep -q '"dice": 0' "$CARGO_TARGET_DIR/eval-smoke.json"; then
+    echo "error: a label scored against itself has DSC below 1" >&2
+    exit 1
+fi
+
+step "fuzz smoke: NIfTI, DICOM and PNG readers (20 s each)"
+bash scripts/fuzz-smoke.sh 20
 
 step "medseg gpu-info and a small medseg bench scan (the commands work; timings on lavapipe mean nothing)"
 cargo run -q -p medseg -- gpu-info

@@ -197,7 +197,8 @@ fn eval(
     spacing: f64,
     json: Option<&PathBuf>,
 ) -> Result<(), String> {
-    if !(tau >= 0.0 && tau.is_finite()) || !(spacing > 0.0 && spacing.is_finite()) {
+    let valid = tau >= 0.0 && tau.is_finite() && spacing > 0.0 && spacing.is_finite();
+    if !valid {
         return Err("--nsd-tolerance-mm must be ≥ 0 and --spacing-mm > 0".into());
     }
     let opts = medseg_data::evaluate::EvalOptions {

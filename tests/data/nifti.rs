@@ -280,6 +280,10 @@ fn real_volumes_have_the_documented_geometry() {
     assert_eq!(ct.geometry.dims, [122, 101, 30]);
     assert_eq!(ct.geometry.spacing_mm, [3.0, 3.0, 3.0]);
     assert_eq!(ct.geometry.orientation(), "RAS");
+    assert!(
+        (ct.geometry.world_from_voxel[0][3] - -177.95632935).abs() < 1e-5,
+        "nibabel's x offset"
+    );
     assert_eq!(ct.source.datatype, "int16");
     let (lo, hi) = ct.intensity_range().unwrap();
     assert!(
@@ -299,6 +303,21 @@ fn real_volumes_have_the_documented_geometry() {
 
     let mr = load(&d.join("mri_abdomen/images/ts_example_mr.nii.gz")).unwrap();
     assert_eq!(mr.geometry.dims, [117, 91, 20]);
+    // Affine and axis codes as nibabel reads them (sform code 2): x and y flipped.
+    assert_eq!(mr.geometry.orientation(), "LPS");
+    let want = [
+        [-3.0, 0.0, 0.0, 168.59963989],
+        [0.0, -3.0, 0.0, 166.35943604],
+        [0.0, 0.0, 3.0, 28.98964119],
+    ];
+    for i in 0..3 {
+        for j in 0..4 {
+            assert!(
+                (mr.geometry.world_from_voxel[i][j] - want[i][j]).abs() < 1e-5,
+                "{i},{j}"
+            );
+        }
+    }
     for s in mr.geometry.spacing_mm {
         assert!((s - 3.0).abs() < 1e-3, "{:?}", mr.geometry.spacing_mm);
     }

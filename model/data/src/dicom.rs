@@ -70,23 +70,31 @@ fn open(path: &Path, header_only: bool) -> Result<DefaultDicomObject> {
 
 fn open_input(input: Input<'_>, header_only: bool) -> Result<DefaultDicomObject> {
     let path = input.path();
+    let owned;
+    let bytes: &[u8] = match input {
+        Input::File(p) => {
+            owned = std::fs::read(p).map_err(|e| DataError::io(p, e))?;
+            &owned
+        }
+        Input::Bytes(_, b) => b,
+    };
+    // With the 128-byte preamble, the "DICM" magic follows it.
+    let body = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
+        &bytes[128..]
+    } else {
+        bytes
+    };
+    // The parser reserves each element's declared length before reading it; refuse lengths
+    // the file cannot hold so a small corrupt file cannot make it reserve gigabytes.
+    crate::dicom_scan::check_declared_lengths(body)
+        .map_err(|p| DataError::malformed(path, FORMAT, p))?;
     let mut opts = OpenFileOptions::new();
     if header_only {
         opts = opts.read_until(tags::PIXEL_DATA);
     }
-    let opened = match input {
-        Input::File(p) => opts.open_file(p),
-        Input::Bytes(_, b) => {
-            // With the 128-byte preamble, the "DICM" magic follows it.
-            let body = if b.len() >= 132 && &b[128..132] == b"DICM" {
-                &b[128..]
-            } else {
-                b
-            };
-            opts.read_preamble(dicom_object::file::ReadPreamble::Never)
-                .from_reader(body)
-        }
-    };
+    let opened = opts
+        .read_preamble(dicom_object::file::ReadPreamble::Never)
+        .from_reader(body);
     opened.map_err(|e| {
         let msg = error_chain(&e);
         if msg.contains("transfer syntax")

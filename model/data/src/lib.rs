@@ -5,6 +5,7 @@
 pub mod atomic;
 pub mod dataset;
 pub mod dicom;
+mod dicom_scan;
 pub mod error;
 pub mod evaluate;
 pub mod geometry;

@@ -22,9 +22,12 @@ fn decode(path: &Path, bytes: &[u8], format: Format) -> Result<DynamicImage> {
     let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| DataError::io(path, e))?;
-    // The decoder refuses images whose buffers would pass this, before allocating them.
+    // The decoder refuses images whose buffers would pass this, before allocating them: at most
+    // 4 GiB, and no more than compression could plausibly expand this file to (deflate tops out
+    // near 1:1032), so a few bytes declaring a huge image cannot make us allocate it.
+    let plausible = (bytes.len() as u64).saturating_mul(2048).max(64 << 20);
     let mut limits = Limits::default();
-    limits.max_alloc = Some(crate::error::MAX_DECODED_BYTES.min(4 << 30));
+    limits.max_alloc = Some(crate::error::MAX_DECODED_BYTES.min(4 << 30).min(plausible));
     reader.limits(limits);
     reader.decode().map_err(|e| match e {
         ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
