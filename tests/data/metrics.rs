@@ -213,3 +213,34 @@ fn connected_components_are_eight_connected() {
     let l = connected_components(&[true, false, true], 3, 1);
     assert_eq!(l, vec![1, 0, 2]);
 }
+
+#[test]
+fn cell_f1_tiles_whole_slide_images() {
+    // 5200 × 5000 pixels (over 25 M): scored on 2000² tiles. One cell inside each tile, predicted
+    // exactly, plus one cell cut by the tile border at x = 2000, which both tiles see touching
+    // their border (removed), so TP = reference = prediction = 9.
+    let (w, h) = (5200usize, 5000usize);
+    let mut gt = vec![0u32; w * h];
+    let mut id = 0;
+    for ty in 0..3 {
+        for tx in 0..3 {
+            id += 1;
+            for y in 0..10 {
+                for x in 0..10 {
+                    gt[(ty * 2000 + 100 + y) * w + tx * 2000 + 100 + x] = id;
+                }
+            }
+        }
+    }
+    for y in 500..510 {
+        for x in 1995..2005 {
+            gt[y * w + x] = 99;
+        }
+    }
+    let s = cell_f1(&gt, &gt, w, h, 0.5).unwrap();
+    assert_eq!((s.true_positives, s.reference, s.predicted), (9, 9, 9));
+    assert!(close(s.f1, 1.0));
+    // Below the threshold the whole image is one piece: the cut cell counts.
+    let small = cell_f1(&gt[..w * 4000], &gt[..w * 4000], w, 4000, 0.5).unwrap();
+    assert_eq!(small.reference, 7, "6 interior cells + the cut one");
+}

@@ -129,3 +129,30 @@ fn rng_shuffle_is_a_permutation() {
     assert_eq!(s, (0..100).collect::<Vec<_>>());
     assert_ne!(v, s);
 }
+
+#[test]
+fn synapse_augmentation_keeps_labels_integral_and_is_seeded() {
+    let run = |seed| {
+        let mut aug = SynapseAugment::new(seed);
+        (0..64)
+            .map(|_| {
+                let mut s = sample(32, 32);
+                aug.apply(&mut s);
+                s
+            })
+            .collect::<Vec<_>>()
+    };
+    let a = run(1);
+    assert_eq!(a, run(1));
+    let orig = sample(32, 32);
+    let mut changed = 0;
+    for s in &a {
+        // Nearest-neighbour moves only: every label value comes from the original (or is the fill).
+        assert!(s.mask.iter().all(|v| *v == 0.0 || orig.mask.contains(v)));
+        changed += (s != &orig) as usize;
+    }
+    assert!(
+        changed >= 8,
+        "about three quarters of samples change, {changed} of 16 did"
+    );
+}

@@ -378,9 +378,42 @@ pub struct CellScore {
     pub f1: f64,
 }
 
+impl CellScore {
+    fn from_counts(tp: usize, predicted: usize, reference: usize) -> Self {
+        let precision = if predicted == 0 {
+            0.0
+        } else {
+            tp as f64 / predicted as f64
+        };
+        let recall = if reference == 0 {
+            0.0
+        } else {
+            tp as f64 / reference as f64
+        };
+        let f1 = if tp == 0 {
+            0.0
+        } else {
+            2.0 * precision * recall / (precision + recall)
+        };
+        CellScore {
+            true_positives: tp,
+            predicted,
+            reference,
+            precision,
+            recall,
+            f1,
+        }
+    }
+}
+
+/// Images above this many pixels are scored in tiles (the challenge's whole-slide rule).
+pub const CELL_TILE_THRESHOLD: usize = 25_000_000;
+pub const CELL_TILE: usize = 2000;
+
 /// Cell F1 at IoU ≥ `threshold` (0.5 in the challenge): instances touching a 2-pixel border are
 /// removed from both maps, then the largest one-to-one matching among pairs with IoU ≥ threshold
-/// counts the true positives. F1 is 0 when there is none.
+/// counts the true positives. F1 is 0 when there is none. Images over 25 M pixels are scored on
+/// 2000 × 2000 tiles with the counts summed.
 pub fn cell_f1(
     gt: &[u32],
     pred: &[u32],
@@ -395,6 +428,38 @@ pub fn cell_f1(
             pred.len()
         )));
     }
+    if width * height <= CELL_TILE_THRESHOLD {
+        return Ok(cell_f1_single(gt, pred, width, height, threshold));
+    }
+    let (mut tp, mut np, mut ng) = (0, 0, 0);
+    for y0 in (0..height).step_by(CELL_TILE) {
+        for x0 in (0..width).step_by(CELL_TILE) {
+            let (tw, th) = (CELL_TILE.min(width - x0), CELL_TILE.min(height - y0));
+            let cut = |m: &[u32]| -> Vec<u32> {
+                (0..th)
+                    .flat_map(|y| {
+                        m[(y0 + y) * width + x0..(y0 + y) * width + x0 + tw]
+                            .iter()
+                            .copied()
+                    })
+                    .collect()
+            };
+            let s = cell_f1_single(&cut(gt), &cut(pred), tw, th, threshold);
+            tp += s.true_positives;
+            np += s.predicted;
+            ng += s.reference;
+        }
+    }
+    Ok(CellScore::from_counts(tp, np, ng))
+}
+
+fn cell_f1_single(
+    gt: &[u32],
+    pred: &[u32],
+    width: usize,
+    height: usize,
+    threshold: f64,
+) -> CellScore {
     let (mut g, mut p) = (gt.to_vec(), pred.to_vec());
     remove_border_instances(&mut g, width, height, 2);
     remove_border_instances(&mut p, width, height, 2);
@@ -459,27 +524,5 @@ pub fn cell_f1(
             tp += 1;
         }
     }
-    let precision = if pi.is_empty() {
-        0.0
-    } else {
-        tp as f64 / pi.len() as f64
-    };
-    let recall = if gi.is_empty() {
-        0.0
-    } else {
-        tp as f64 / gi.len() as f64
-    };
-    let f1 = if tp == 0 {
-        0.0
-    } else {
-        2.0 * precision * recall / (precision + recall)
-    };
-    Ok(CellScore {
-        true_positives: tp,
-        predicted: pi.len(),
-        reference: gi.len(),
-        precision,
-        recall,
-        f1,
-    })
+    CellScore::from_counts(tp, pi.len(), gi.len())
 }

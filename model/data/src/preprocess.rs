@@ -317,3 +317,33 @@ impl Augment {
         }
     }
 }
+
+/// The Synapse (TransUNet-format) training augmentation: with p 0.5 a random rot90 (k ∈ 0..4)
+/// and a flip along a random axis, otherwise with p 0.5 a rotation by an integer angle in
+/// [−20, 19]° (nearest neighbour for image and label). Resizing to 224² follows separately.
+#[derive(Clone, Debug)]
+pub struct SynapseAugment {
+    rng: SeededRng,
+}
+
+impl SynapseAugment {
+    pub fn new(seed: u64) -> Self {
+        SynapseAugment {
+            rng: SeededRng::new(seed),
+        }
+    }
+
+    pub fn apply(&mut self, s: &mut Sample) {
+        if self.rng.next_f64() < 0.5 {
+            s.rot90(self.rng.below(4));
+            if self.rng.below(2) == 0 {
+                s.vflip();
+            } else {
+                s.hflip();
+            }
+        } else if self.rng.next_f64() < 0.5 {
+            let angle = self.rng.below(40) as f64 - 20.0;
+            s.rotate(angle);
+        }
+    }
+}
