@@ -3,6 +3,7 @@
 
 mod context;
 mod fixtures;
+mod infer;
 mod networks;
 mod scan;
 mod shaders;

@@ -1,0 +1,135 @@
+//! Inference API used by the app and the CLI: a network on a GPU device as a sliding-window
+//! [`TileModel`], so any image or volume is segmented tile by tile (overlap, Gaussian weighting,
+//! progress and cancel come from `medseg_data::sliding`).
+
+use crate::nn::vm_unet::VmUnet;
+use burn::tensor::activation::{sigmoid, softmax};
+use burn::tensor::{Device, Tensor, TensorData};
+use medseg_data::sliding::{predict_image, Progress, SlidingWindow, TileModel};
+
+/// Rough device memory one 256² tile needs through a VM-UNet/SA-UMamba forward pass (the
+/// stage-1 SS2D tensors dominate: (4 directions × 192 channels × 4096 positions) f32 each, about
+/// a dozen alive at once). Scales with the tile area.
+const BYTES_PER_256_TILE: u64 = 160 << 20;
+/// Largest batch of tiles per call.
+pub const MAX_TILE_BATCH: usize = 16;
+
+/// A network ready to segment: square tiles of `tile` pixels, probabilities out (sigmoid for one
+/// class, softmax over classes otherwise).
+pub struct Segmenter {
+    net: VmUnet,
+    device: Device,
+    tile: usize,
+    max_batch: usize,
+}
+
+/// Tiles per call that fit in `memory_budget` bytes (at least 1, at most [`MAX_TILE_BATCH`]).
+pub fn batch_for_budget(tile: usize, memory_budget: u64) -> usize {
+    let per_tile = (BYTES_PER_256_TILE as f64 * (tile as f64 / 256.0).powi(2)).max(1.0);
+    ((memory_budget as f64 / per_tile) as usize).clamp(1, MAX_TILE_BATCH)
+}
+
+impl Segmenter {
+    /// `tile` must be a positive multiple of 32 (the network's stride); `memory_budget` is the
+    /// device memory the caller lets inference use, which sets the tile batch.
+    pub fn new(
+        net: VmUnet,
+        device: Device,
+        tile: usize,
+        memory_budget: u64,
+    ) -> Result<Self, String> {
+        if tile == 0 || !tile.is_multiple_of(32) {
+            return Err(format!(
+                "the tile size must be a positive multiple of 32, is {tile}"
+            ));
+        }
+        Ok(Segmenter {
+            net,
+            device,
+            tile,
+            max_batch: batch_for_budget(tile, memory_budget),
+        })
+    }
+
+    pub fn classes(&self) -> usize {
+        self.net.config.num_classes
+    }
+
+    /// Class probabilities (classes × h × w) of an interleaved (h × w × channels), normalised image.
+    pub fn predict(
+        &mut self,
+        image: &[f32],
+        width: usize,
+        height: usize,
+        opts: &SlidingWindow,
+        progress: Progress<'_>,
+    ) -> Result<Vec<f32>, String> {
+        predict_image(self, image, width, height, opts, progress).map_err(|e| e.to_string())
+    }
+}
+
+impl TileModel for Segmenter {
+    fn tile_size(&self) -> (usize, usize) {
+        (self.tile, self.tile)
+    }
+
+    fn in_channels(&self) -> usize {
+        self.net.config.in_channels
+    }
+
+    fn out_channels(&self) -> usize {
+        self.net.config.num_classes
+    }
+
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    fn predict(&mut self, tiles: &[f32], batch: usize) -> Result<Vec<f32>, String> {
+        let (c, t) = (self.net.config.in_channels, self.tile);
+        if tiles.len() != batch * c * t * t {
+            return Err(format!(
+                "{} values for {batch} tile(s) of {c}×{t}×{t}",
+                tiles.len()
+            ));
+        }
+        if let Some(i) = tiles.iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "the input holds a non-finite value ({}) at {i}",
+                tiles[i]
+            ));
+        }
+        let x = Tensor::<4>::from_data(
+            TensorData::new(tiles.to_vec(), [batch, c, t, t]),
+            &self.device,
+        );
+        let logits = self.net.forward(x, false)?;
+        let probs = if self.net.config.num_classes == 1 {
+            sigmoid(logits)
+        } else {
+            softmax(logits, 1)
+        };
+        probs
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| format!("reading the probabilities back failed: {e:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_batch_follows_the_memory_budget() {
+        assert_eq!(batch_for_budget(256, 2 << 30), 12);
+        assert_eq!(batch_for_budget(256, 1 << 20), 1, "never zero");
+        assert_eq!(batch_for_budget(256, 1 << 40), MAX_TILE_BATCH);
+        assert_eq!(
+            batch_for_budget(512, 2 << 30),
+            3,
+            "four times the area, a quarter the batch"
+        );
+    }
+}
