@@ -24,16 +24,3 @@ pub fn shared_data() -> PathBuf {
 pub fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/malformed")
 }
-
-/// Deterministic pseudo-random numbers in [0, 1).
-pub struct Lcg(pub u64);
-
-impl Lcg {
-    pub fn uniform(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}

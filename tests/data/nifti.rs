@@ -1,10 +1,24 @@
 //! NIfTI: round trips, every datatype in both byte orders and both versions, scaling, qform,
 //! 4-D volumes, header-preserving mask export, and the real volumes of ../shared/data.
 
-use crate::{shared_data, Lcg};
+use crate::shared_data;
 use medseg_data::geometry::{quatern_to_affine, Geometry, Mat4};
 use medseg_data::nifti::{self, DataType, NiftiHeader};
+use medseg_data::preprocess::SeededRng;
 use medseg_data::{load, load_labels, save_labels, DataError, LabelMap};
+
+fn assert_affine_close(a: &Mat4, b: &Mat4, tol: f64, what: &str) {
+    for i in 0..3 {
+        for j in 0..4 {
+            assert!(
+                (a[i][j] - b[i][j]).abs() < tol,
+                "{what} [{i}][{j}]: {} vs {}",
+                a[i][j],
+                b[i][j]
+            );
+        }
+    }
+}
 
 /// An oblique, left-handed affine whose entries are exact in f32 (so NIfTI-1 stores them exactly).
 fn oblique() -> Mat4 {
@@ -20,11 +34,11 @@ fn oblique() -> Mat4 {
 fn label_round_trip_keeps_voxels_and_affine() {
     let dir = tempfile::tempdir().unwrap();
     let geometry = Geometry::from_affine([7, 5, 3], oblique());
-    let mut rng = Lcg(3);
+    let mut rng = SeededRng::new(3);
     for (name, max) in [("a.nii", 9u16), ("b.nii.gz", 9), ("c.nii.gz", 900)] {
         let mut labels = LabelMap::new(geometry.clone());
         for l in labels.labels.iter_mut() {
-            *l = (rng.uniform() * (max as f64 + 1.0)) as u16;
+            *l = (rng.next_f64() * (max as f64 + 1.0)) as u16;
         }
         let path = dir.path().join(name);
         save_labels(&path, &labels, false).unwrap();
@@ -51,14 +65,7 @@ fn label_round_trip_keeps_voxels_and_affine() {
             [h.pixdim[1], h.pixdim[2], h.pixdim[3]],
             h.pixdim[0],
         );
-        for i in 0..3 {
-            for j in 0..4 {
-                assert!(
-                    (q[i][j] - geometry.world_from_voxel[i][j]).abs() < 1e-5,
-                    "qform {i},{j}"
-                );
-            }
-        }
+        assert_affine_close(&q, &geometry.world_from_voxel, 1e-5, "qform");
     }
 }
 
@@ -197,14 +204,12 @@ fn qform_is_used_without_sform_and_negative_pixdim_is_repaired() {
     let path = dir.path().join("q.nii");
     nifti::write_samples(&path, &h, &[1.0; 8], DataType::U8, false).unwrap();
     let v = load(&path).unwrap();
-    for i in 0..3 {
-        for j in 0..4 {
-            assert!(
-                (v.geometry.world_from_voxel[i][j] - expected[i][j]).abs() < 1e-5,
-                "{i},{j}"
-            );
-        }
-    }
+    assert_affine_close(
+        &v.geometry.world_from_voxel,
+        &expected,
+        1e-5,
+        "qform-only affine",
+    );
     assert!((v.geometry.spacing_mm[1] - 0.75).abs() < 1e-6);
     assert!(
         v.source.notes.iter().any(|n| n.contains("pixdim[2]")),
@@ -309,15 +314,9 @@ fn real_volumes_have_the_documented_geometry() {
         [-3.0, 0.0, 0.0, 168.59963989],
         [0.0, -3.0, 0.0, 166.35943604],
         [0.0, 0.0, 3.0, 28.98964119],
+        [0.0, 0.0, 0.0, 1.0],
     ];
-    for i in 0..3 {
-        for j in 0..4 {
-            assert!(
-                (mr.geometry.world_from_voxel[i][j] - want[i][j]).abs() < 1e-5,
-                "{i},{j}"
-            );
-        }
-    }
+    assert_affine_close(&mr.geometry.world_from_voxel, &want, 1e-5, "MR affine");
     for s in mr.geometry.spacing_mm {
         assert!((s - 3.0).abs() < 1e-3, "{:?}", mr.geometry.spacing_mm);
     }

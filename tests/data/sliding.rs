@@ -15,6 +15,19 @@ struct Fake {
     max_batch: usize,
 }
 
+impl Fake {
+    fn new(tile: usize, cin: usize, cout: usize, echo: bool, max_batch: usize) -> Self {
+        Fake {
+            tile: (tile, tile),
+            cin,
+            cout,
+            echo,
+            calls: 0,
+            max_batch,
+        }
+    }
+}
+
 impl TileModel for Fake {
     fn tile_size(&self) -> (usize, usize) {
         self.tile
@@ -51,14 +64,7 @@ impl TileModel for Fake {
 #[test]
 fn constant_model_gives_the_constant_everywhere() {
     for (w, h) in [(100, 37), (16, 16), (5, 9), (64, 200)] {
-        let mut m = Fake {
-            tile: (16, 16),
-            cin: 3,
-            cout: 2,
-            echo: false,
-            calls: 0,
-            max_batch: 4,
-        };
+        let mut m = Fake::new(16, 3, 2, false, 4);
         let img = vec![1.0; w * h * 3];
         let p = predict_image(
             &mut m,
@@ -83,14 +89,7 @@ fn echo_model_reproduces_the_image() {
     let img: Vec<f32> = (0..w * h)
         .map(|i| ((i * 37) % 101) as f32 / 101.0)
         .collect();
-    let mut m = Fake {
-        tile: (16, 16),
-        cin: 1,
-        cout: 1,
-        echo: true,
-        calls: 0,
-        max_batch: 3,
-    };
+    let mut m = Fake::new(16, 1, 1, true, 3);
     let p = predict_image(
         &mut m,
         &img,
@@ -160,14 +159,7 @@ fn volumes_are_segmented_slice_by_slice_along_any_axis() {
         },
     };
     for axis in 0..3 {
-        let mut m = Fake {
-            tile: (4, 4),
-            cin: 1,
-            cout: 1,
-            echo: true,
-            calls: 0,
-            max_batch: 8,
-        };
+        let mut m = Fake::new(4, 1, 1, true, 8);
         let mut seen = 0;
         let labels = predict_volume(
             &mut m,
@@ -188,14 +180,7 @@ fn volumes_are_segmented_slice_by_slice_along_any_axis() {
             );
         }
     }
-    let mut m = Fake {
-        tile: (4, 4),
-        cin: 1,
-        cout: 1,
-        echo: true,
-        calls: 0,
-        max_batch: 8,
-    };
+    let mut m = Fake::new(4, 1, 1, true, 8);
     let mut budget = 2;
     let r = predict_volume(
         &mut m,
@@ -210,14 +195,7 @@ fn volumes_are_segmented_slice_by_slice_along_any_axis() {
         },
     );
     assert!(matches!(r, Err(DataError::Cancelled)));
-    let mut m = Fake {
-        tile: (4, 4),
-        cin: 3,
-        cout: 1,
-        echo: true,
-        calls: 0,
-        max_batch: 8,
-    };
+    let mut m = Fake::new(4, 3, 1, true, 8);
     let r = predict_volume(
         &mut m,
         &vol,

@@ -142,6 +142,17 @@ fn floats(
     Ok(Some(v))
 }
 
+fn required_int(path: &Path, obj: &InMemDicomObject, tag: Tag, name: &str) -> Result<u64> {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_int::<u32>().ok())
+        .map(u64::from)
+        .ok_or_else(|| {
+            DataError::malformed(path, FORMAT, format!("{name} is missing or not a number"))
+        })
+}
+
 fn float1(obj: &InMemDicomObject, tag: Tag) -> Option<f64> {
     let v = obj.element_opt(tag).ok()??.to_float64().ok()?;
     v.is_finite().then_some(v)
@@ -254,26 +265,8 @@ fn read_frames_from(input: Input<'_>) -> Result<FileFrames> {
     let obj = open_input(input, false)?;
     check_transfer_syntax(path, &obj)?;
     let mut notes = Vec::new();
-    let rows = obj
-        .element_opt(tags::ROWS)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_int::<u32>().ok())
-        .ok_or_else(|| {
-            DataError::malformed(path, FORMAT, "Rows (0028,0010) is missing or not a number")
-        })? as u64;
-    let cols = obj
-        .element_opt(tags::COLUMNS)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_int::<u32>().ok())
-        .ok_or_else(|| {
-            DataError::malformed(
-                path,
-                FORMAT,
-                "Columns (0028,0011) is missing or not a number",
-            )
-        })? as u64;
+    let rows = required_int(path, &obj, tags::ROWS, "Rows (0028,0010)")?;
+    let cols = required_int(path, &obj, tags::COLUMNS, "Columns (0028,0011)")?;
     if rows == 0 || cols == 0 {
         return Err(DataError::malformed(
             path,
