@@ -66,6 +66,22 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Whole networks (paper configuration, 1 class, random weights): inference at batch 1 and
+    /// 16, forward+backward at batch 8, against the official code's H100 figures.
+    Model {
+        /// Networks to time.
+        #[arg(long, value_delimiter = ',', default_values_t = ["sa-umamba".to_string(), "vm-unet".to_string()])]
+        models: Vec<String>,
+        /// Input side in pixels (a multiple of 32).
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        /// Timed runs per measurement (the median is reported).
+        #[arg(long, default_value_t = 10)]
+        iters: usize,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Selective scan at SA-UMamba's stage shapes vs a device-to-device copy and the CUDA kernel.
     Scan {
         /// Batch size (BASELINE.md uses 16).
@@ -217,6 +233,23 @@ fn eval(
     Ok(())
 }
 
+fn bench_model(
+    models: &[String],
+    size: usize,
+    iters: usize,
+    json: Option<&PathBuf>,
+) -> Result<(), String> {
+    let ctx = gpu()?;
+    let result = medseg_model::bench::bench_model(&ctx, models, size, iters)?;
+    print!("{}", result.table());
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -240,6 +273,15 @@ fn main() -> ExitCode {
                     group_chunks,
                 },
         } => bench_scan(*batch, *iters, stages, json.as_ref(), *group_chunks).map(|_| true),
+        Command::Bench {
+            what:
+                BenchCommand::Model {
+                    models,
+                    size,
+                    iters,
+                    json,
+                },
+        } => bench_model(models, *size, *iters, json.as_ref()).map(|_| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -255,3 +255,168 @@ impl ScanBench {
         s
     }
 }
+
+/// The official code on an H100 (BASELINE.md), paper configuration, 1 class, 256², fp32:
+/// (name, inference img/s at batch 16). (Its training steps, 88 and 115 img/s at batch 8, include
+/// AdamW, which ours do not have yet.)
+pub const MODEL_BASELINE_H100: [(&str, f64); 2] = [("sa-umamba", 353.0), ("vm-unet", 468.0)];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelBenchRow {
+    pub model: String,
+    /// "inference" (eval mode, no autodiff) or "forward+backward" (train mode, BceDice, autodiff;
+    /// no optimiser step).
+    pub mode: String,
+    pub batch: usize,
+    pub median_ms: f64,
+    pub img_s: f64,
+    /// The official code's figure on an H100 for the same row, where BASELINE.md has one.
+    pub baseline_img_s: Option<f64>,
+    pub ratio_to_baseline: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelBench {
+    pub adapter: String,
+    pub backend: String,
+    pub driver: String,
+    pub size: usize,
+    pub iterations: usize,
+    pub rows: Vec<ModelBenchRow>,
+}
+
+fn median_ms(
+    ctx: &GpuContext,
+    iters: usize,
+    mut f: impl FnMut() -> Result<(), String>,
+) -> Result<f64, String> {
+    let sync = || {
+        ctx.device
+            .sync()
+            .map_err(|e| format!("device error: {e:?}"))
+    };
+    // Two warm-up runs (pipeline compilation, allocator growth).
+    for _ in 0..2 {
+        f()?;
+        sync()?;
+    }
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        let t = Instant::now();
+        f()?;
+        sync()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Whole networks (paper configuration, 1 class, random weights, `size`² inputs): inference
+/// latency at batch 1, inference throughput at batch 16, forward+backward throughput at batch 8.
+pub fn bench_model(
+    ctx: &GpuContext,
+    models: &[String],
+    size: usize,
+    iters: usize,
+) -> Result<ModelBench, String> {
+    use crate::nn::loss::bce_dice;
+    use crate::nn::params::{Loader, RandomWeights};
+    use crate::nn::vm_unet::{VmUnet, VmUnetConfig};
+    let mut rows = Vec::new();
+    for name in models {
+        let config = match name.as_str() {
+            "sa-umamba" => VmUnetConfig::sa_umamba(1),
+            "vm-unet" => VmUnetConfig::paper(1),
+            other => return Err(format!("unknown model {other:?} (sa-umamba or vm-unet)")),
+        };
+        // The official figures are for 256² inputs only.
+        let baseline = MODEL_BASELINE_H100
+            .iter()
+            .find(|b| b.0 == name && size == 256);
+        let mut row = |mode: &str, batch: usize, ms: f64, base: Option<f64>| {
+            let img_s = batch as f64 / (ms * 1e-3);
+            rows.push(ModelBenchRow {
+                model: name.clone(),
+                mode: mode.to_string(),
+                batch,
+                median_ms: ms,
+                img_s,
+                baseline_img_s: base,
+                ratio_to_baseline: base.map(|b| img_s / b),
+            });
+        };
+        let dev = ctx.device.clone();
+        let mut net = VmUnet::load(
+            config.clone(),
+            &mut Loader::new(&mut RandomWeights { state: 1 }, dev.clone(), ""),
+        )?;
+        for batch in [1, 16] {
+            let x =
+                Tensor::<4>::random([batch, 3, size, size], Distribution::Normal(0.0, 1.0), &dev);
+            let ms = median_ms(ctx, iters, || net.forward(x.clone(), false).map(|_| ()))?;
+            row(
+                "inference",
+                batch,
+                ms,
+                if batch == 16 {
+                    baseline.map(|b| b.1)
+                } else {
+                    None
+                },
+            );
+        }
+        drop(net);
+        let ad = ctx.device.clone().autodiff();
+        let mut net = VmUnet::load(
+            config,
+            &mut Loader::new(&mut RandomWeights { state: 1 }, ad.clone(), ""),
+        )?;
+        let batch = 8;
+        let x = Tensor::<4>::random([batch, 3, size, size], Distribution::Normal(0.0, 1.0), &ad);
+        let target =
+            Tensor::<4>::random([batch, 1, size, size], Distribution::Uniform(0.0, 1.0), &ad)
+                .round();
+        let ms = median_ms(ctx, iters, || {
+            let logits = net.forward(x.clone(), true)?;
+            let _grads = bce_dice(logits, target.clone()).backward();
+            Ok(())
+        })?;
+        // BASELINE.md's training figure includes AdamW; ours has no optimiser step yet, so no ratio.
+        row("forward+backward", batch, ms, None);
+    }
+    Ok(ModelBench {
+        adapter: ctx.adapter.name.clone(),
+        backend: ctx.adapter.backend.clone(),
+        driver: format!("{} {}", ctx.adapter.driver, ctx.adapter.driver_info),
+        size,
+        iterations: iters,
+        rows,
+    })
+}
+
+impl ModelBench {
+    /// A Markdown table.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "adapter: {} ({}, {}); input {}²; median of {} runs\n\n| model | mode | batch | median ms | img/s | official H100 img/s | ratio |\n|---|---|---|---|---|---|---|\n",
+            self.adapter, self.backend, self.driver, self.size, self.iterations
+        );
+        for r in &self.rows {
+            s += &format!(
+                "| {} | {} | {} | {:.2} | {:.1} | {} | {} |\n",
+                r.model,
+                r.mode,
+                r.batch,
+                r.median_ms,
+                r.img_s,
+                r.baseline_img_s
+                    .map(|b| format!("{b:.0}"))
+                    .unwrap_or_else(|| "—".into()),
+                r.ratio_to_baseline
+                    .map(|x| format!("{x:.2}×"))
+                    .unwrap_or_else(|| "—".into())
+            );
+        }
+        s
+    }
+}
