@@ -273,6 +273,10 @@ pub struct ModelBenchRow {
     /// The official code's figure on an H100 for the same row, where BASELINE.md has one.
     pub baseline_img_s: Option<f64>,
     pub ratio_to_baseline: Option<f64>,
+    /// Device memory the allocator held after these runs (GiB), having been emptied before them.
+    /// The pool keeps its pages, so this is its high-water mark for the row (≥ the bytes in use
+    /// at the peak). None when the backend reports no pool.
+    pub reserved_gib: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -333,7 +337,11 @@ pub fn bench_model(
         let baseline = MODEL_BASELINE_H100
             .iter()
             .find(|b| b.0 == name && size == 256);
-        let mut row = |mode: &str, batch: usize, ms: f64, base: Option<f64>| {
+        let reserved = |dev: &burn::tensor::Device| {
+            dev.memory_pool_usage()
+                .map(|u| u.bytes_reserved as f64 / (1u64 << 30) as f64)
+        };
+        let mut row = |mode: &str, batch: usize, ms: f64, base: Option<f64>, gib: Option<f64>| {
             let img_s = batch as f64 / (ms * 1e-3);
             rows.push(ModelBenchRow {
                 model: name.clone(),
@@ -343,6 +351,7 @@ pub fn bench_model(
                 img_s,
                 baseline_img_s: base,
                 ratio_to_baseline: base.map(|b| img_s / b),
+                reserved_gib: gib,
             });
         };
         let dev = ctx.device.clone();
@@ -353,17 +362,14 @@ pub fn bench_model(
         for batch in [1, 16] {
             let x =
                 Tensor::<4>::random([batch, 3, size, size], Distribution::Normal(0.0, 1.0), &dev);
+            dev.memory_cleanup();
             let ms = median_ms(ctx, iters, || net.forward(x.clone(), false).map(|_| ()))?;
-            row(
-                "inference",
-                batch,
-                ms,
-                if batch == 16 {
-                    baseline.map(|b| b.1)
-                } else {
-                    None
-                },
-            );
+            let base = if batch == 16 {
+                baseline.map(|b| b.1)
+            } else {
+                None
+            };
+            row("inference", batch, ms, base, reserved(&dev));
         }
         drop(net);
         let ad = ctx.device.clone().autodiff();
@@ -376,13 +382,14 @@ pub fn bench_model(
         let target =
             Tensor::<4>::random([batch, 1, size, size], Distribution::Uniform(0.0, 1.0), &ad)
                 .round();
+        ad.memory_cleanup();
         let ms = median_ms(ctx, iters, || {
             let logits = net.forward(x.clone(), true)?;
             let _grads = bce_dice(logits, target.clone()).backward();
             Ok(())
         })?;
         // BASELINE.md's training figure includes AdamW; ours has no optimiser step yet, so no ratio.
-        row("forward+backward", batch, ms, None);
+        row("forward+backward", batch, ms, None, reserved(&ad));
     }
     Ok(ModelBench {
         adapter: ctx.adapter.name.clone(),
@@ -398,12 +405,12 @@ impl ModelBench {
     /// A Markdown table.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "adapter: {} ({}, {}); input {}²; median of {} runs\n\n| model | mode | batch | median ms | img/s | official H100 img/s | ratio |\n|---|---|---|---|---|---|---|\n",
+            "adapter: {} ({}, {}); input {}²; median of {} runs\n\n| model | mode | batch | median ms | img/s | official H100 img/s | ratio | pool GiB |\n|---|---|---|---|---|---|---|---|\n",
             self.adapter, self.backend, self.driver, self.size, self.iterations
         );
         for r in &self.rows {
             s += &format!(
-                "| {} | {} | {} | {:.2} | {:.1} | {} | {} |\n",
+                "| {} | {} | {} | {:.2} | {:.1} | {} | {} | {} |\n",
                 r.model,
                 r.mode,
                 r.batch,
@@ -414,6 +421,9 @@ impl ModelBench {
                     .unwrap_or_else(|| "—".into()),
                 r.ratio_to_baseline
                     .map(|x| format!("{x:.2}×"))
+                    .unwrap_or_else(|| "—".into()),
+                r.reserved_gib
+                    .map(|g| format!("{g:.2}"))
                     .unwrap_or_else(|| "—".into())
             );
         }
