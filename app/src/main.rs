@@ -185,11 +185,16 @@ fn bench_scan(
     let ctx = gpu()?;
     let result = medseg_model::bench::bench_scan(&ctx, batch, iters.max(1), stages, group_chunks)?;
     print!("{}", result.table());
-    if let Some(path) = json {
-        let text = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
-        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        println!("wrote {}", path.display());
-    }
+    write_json(json, &result)
+}
+
+/// Writes `value` as pretty JSON to `path` (atomically) when one was given.
+fn write_json(path: Option<&PathBuf>, value: &impl serde::Serialize) -> Result<(), String> {
+    let Some(path) = path else { return Ok(()) };
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    medseg_data::atomic::write_atomic(path, true, |w| w.write_all(text.as_bytes()))
+        .map_err(|e| e.to_string())?;
+    println!("wrote {}", path.display());
     Ok(())
 }
 
@@ -224,13 +229,7 @@ fn eval(
     let report = medseg_data::evaluate::evaluate(pred, gt, &opts, &mut |_, _| true)
         .map_err(|e| e.to_string())?;
     print!("{}", report.to_text());
-    if let Some(path) = json {
-        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        medseg_data::atomic::write_atomic(path, true, |w| w.write_all(text.as_bytes()))
-            .map_err(|e| e.to_string())?;
-        println!("wrote {}", path.display());
-    }
-    Ok(())
+    write_json(json, &report)
 }
 
 fn bench_model(
@@ -242,12 +241,7 @@ fn bench_model(
     let ctx = gpu()?;
     let result = medseg_model::bench::bench_model(&ctx, models, size, iters)?;
     print!("{}", result.table());
-    if let Some(path) = json {
-        let text = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
-        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        println!("wrote {}", path.display());
-    }
-    Ok(())
+    write_json(json, &result)
 }
 
 fn main() -> ExitCode {

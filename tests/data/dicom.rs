@@ -238,6 +238,22 @@ fn series_are_grouped_sorted_and_placed_in_ras() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no series 9.9"), "{err}");
+    // `medseg info DIR` describes every series from one scan of the folder.
+    match medseg_data::info::info(dir.path()).unwrap() {
+        medseg_data::info::Info::DicomFolder {
+            series,
+            skipped_files,
+            ..
+        } => {
+            assert_eq!((series.len(), skipped_files), (2, 1));
+            let depths: Vec<usize> = series
+                .iter()
+                .map(|s| s.image.as_ref().unwrap().dims[2])
+                .collect();
+            assert!(depths.contains(&4) && depths.contains(&2), "{depths:?}");
+        }
+        other => panic!("expected a DICOM folder, got {other:?}"),
+    }
 }
 
 #[test]

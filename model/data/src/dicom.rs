@@ -577,6 +577,15 @@ pub fn load_series_with(dir: &Path, uid: Option<&str>, progress: Progress<'_>) -
                 ))
             })?,
     };
+    load_scanned_series(dir, series, progress)
+}
+
+/// Loads a series found by [`list_series`] (no second scan of the folder).
+pub fn load_scanned_series(
+    dir: &Path,
+    series: &SeriesInfo,
+    progress: Progress<'_>,
+) -> Result<Volume> {
     let total = series.files.len();
     let mut files = Vec::with_capacity(total);
     for (i, f) in series.files.iter().enumerate() {

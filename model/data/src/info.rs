@@ -161,7 +161,7 @@ pub fn info(path: &Path) -> Result<Info> {
         .series
         .iter()
         .map(|s| {
-            let loaded = crate::dicom::load_series(path, Some(&s.uid));
+            let loaded = crate::dicom::load_scanned_series(path, s, &mut |_, _| true);
             SeriesDescription {
                 uid: s.uid.clone(),
                 modality: s.modality.clone(),

@@ -11,7 +11,7 @@ use crate::error::{checked_len, DataError, Result};
 use crate::geometry::{affine_to_quatern, det3, identity, quatern_to_affine, Geometry, Mat4};
 use crate::volume::{Format, LabelMap, Source, Volume};
 use flate2::read::GzDecoder;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 const FORMAT: &str = "NIfTI";
@@ -609,18 +609,20 @@ fn file_stream(path: &Path) -> Result<Stream<'static>> {
     let len = f.metadata().map_err(|e| DataError::io(path, e))?.len();
     let mut magic = [0u8; 2];
     let n = f.read(&mut magic).map_err(|e| DataError::io(path, e))?;
+    f.seek(SeekFrom::Start(0))
+        .map_err(|e| DataError::io(path, e))?;
     let gz = n == 2 && magic == [0x1f, 0x8b];
-    let f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let reader = BufReader::new(f);
     Ok(if gz {
         Stream {
             gz,
-            reader: Box::new(GzDecoder::new(BufReader::new(f))),
+            reader: Box::new(GzDecoder::new(reader)),
             len: None,
         }
     } else {
         Stream {
             gz,
-            reader: Box::new(BufReader::new(f)),
+            reader: Box::new(reader),
             len: Some(len),
         }
     })
@@ -657,11 +659,6 @@ fn read_header_from(path: &Path, s: &mut Stream<'_>) -> Result<NiftiHeader> {
             .map_err(|e| read_err(path, s.gz, "the NIfTI-2 header", e))?;
     }
     NiftiHeader::parse(path, &head)
-}
-
-/// Reads the header only.
-pub fn read_header(path: &Path) -> Result<NiftiHeader> {
-    read_header_from(path, &mut file_stream(path)?)
 }
 
 /// Reads the first volume of a NIfTI file.
@@ -891,29 +888,6 @@ pub fn write_labels(path: &Path, labels: &LabelMap, overwrite: bool) -> Result<(
         &h,
         &mut labels.labels.iter().map(|&l| l as f64),
         dt,
-        overwrite,
-    )
-}
-
-/// Writes a single-channel volume as float32 NIfTI (with its source header when it has one).
-pub fn write_volume(path: &Path, volume: &Volume, overwrite: bool) -> Result<()> {
-    if volume.channels != 1 {
-        return Err(DataError::Invalid(format!(
-            "{}: only single-channel volumes are written as NIfTI",
-            path.display()
-        )));
-    }
-    let mut h = header_for(
-        &volume.geometry,
-        volume.source.nifti.as_ref(),
-        DataType::F32,
-    );
-    h.intent_code = 0;
-    write_raw(
-        path,
-        &h,
-        &mut volume.voxels.iter().map(|&v| v as f64),
-        DataType::F32,
         overwrite,
     )
 }

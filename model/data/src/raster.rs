@@ -200,27 +200,3 @@ pub fn write_png_labels(path: &Path, labels: &LabelMap, overwrite: bool) -> Resu
     .map_err(|e| DataError::Invalid(format!("{}: PNG encoding failed: {e}", path.display())))?;
     write_atomic(path, overwrite, |w| w.write_all(&bytes))
 }
-
-/// Writes an 8-bit RGB or grey image as PNG (screenshots, previews).
-pub fn write_png_rgb8(
-    path: &Path,
-    width: u32,
-    height: u32,
-    rgb: &[u8],
-    overwrite: bool,
-) -> Result<()> {
-    let img = image::RgbImage::from_raw(width, height, rgb.to_vec()).ok_or_else(|| {
-        DataError::Invalid(format!(
-            "{}: RGB buffer does not match {width}×{height}",
-            path.display()
-        ))
-    })?;
-    let mut bytes = Vec::new();
-    DynamicImage::ImageRgb8(img)
-        .write_to(
-            &mut std::io::Cursor::new(&mut bytes),
-            image::ImageFormat::Png,
-        )
-        .map_err(|e| DataError::Invalid(format!("{}: PNG encoding failed: {e}", path.display())))?;
-    write_atomic(path, overwrite, |w| w.write_all(&bytes))
-}

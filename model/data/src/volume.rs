@@ -79,13 +79,6 @@ impl Volume {
         }
         r
     }
-
-    /// One axial slice (z) as its own 2-D volume.
-    pub fn slice_z(&self, z: usize) -> Vec<f32> {
-        let [nx, ny, _] = self.geometry.dims;
-        let n = nx * ny * self.channels;
-        self.voxels[z * n..(z + 1) * n].to_vec()
-    }
 }
 
 /// Integer labels on a voxel grid (0 = background).
@@ -133,20 +126,6 @@ impl LabelMap {
     /// Voxels of `label` as a boolean mask.
     pub fn mask_of(&self, label: u16) -> Vec<bool> {
         self.labels.iter().map(|&l| l == label).collect()
-    }
-
-    /// Voxel count of each label (index = label).
-    pub fn counts(&self) -> Vec<u64> {
-        let mut c = vec![0u64; self.max_label() as usize + 1];
-        for &l in &self.labels {
-            c[l as usize] += 1;
-        }
-        c
-    }
-
-    /// Volume of one voxel in ml.
-    pub fn voxel_ml(&self) -> f64 {
-        self.geometry.spacing_mm.iter().product::<f64>() / 1000.0
     }
 }
 
