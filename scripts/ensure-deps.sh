@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what medseg's build and tests need on a fresh Debian machine, when missing:
-# Mesa's software Vulkan (lavapipe) so the GPU code has an adapter without a GPU, the
+# Mesa's software Vulkan (lavapipe) so the GPU code has an adapter without a GPU, Xvfb and the
+# X libraries for the app's real-window test, the
 # wasm32 target for the browser build's check, and cargo-fuzz for the fuzzing smoke run.
 # Safe to run repeatedly.
 set -euo pipefail
@@ -12,8 +13,15 @@ fi
 if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
     need_apt+=(libvulkan1)
 fi
+# The desktop app: a virtual X server for the real-window test, and the X client libraries
+# winit loads at run time.
+command -v xvfb-run >/dev/null 2>&1 || need_apt+=(xvfb xauth)
+for lib in libxkbcommon-x11.so.0:libxkbcommon-x11-0 libXcursor.so.1:libxcursor1 \
+           libXrandr.so.2:libxrandr2 libXi.so.6:libxi6 libX11-xcb.so.1:libx11-xcb1; do
+    ldconfig -p 2>/dev/null | grep -q "${lib%%:*}" || need_apt+=("${lib##*:}")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
-    echo "installing ${need_apt[*]} (Vulkan loader and Mesa lavapipe)"
+    echo "installing ${need_apt[*]} (Vulkan loader, Mesa lavapipe, Xvfb and X client libraries)"
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq

@@ -1,4 +1,4 @@
-//! `medseg`: the command line (the desktop app comes with the GUI issue).
+//! `medseg`: the desktop app (no arguments, or `medseg view`) and the command line.
 
 use clap::{Parser, Subcommand};
 use medseg_model::fixtures;
@@ -14,11 +14,23 @@ use std::process::ExitCode;
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Open the desktop app on an image, volume or DICOM folder (the bundled CT sample when none
+    /// is given); `medseg` with no command does the same.
+    View {
+        /// NIfTI/DICOM/PNG/JPEG/BMP/TIFF file or DICOM folder.
+        image: Option<PathBuf>,
+        /// A mask or label map to show over it.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Save a screenshot (PNG, plus a JSON of where each plane is drawn) once loaded, then quit.
+        #[arg(long)]
+        screenshot: Option<PathBuf>,
+    },
     /// Show the GPU medseg would use: adapter, backend, driver and the limits that matter.
     /// Choose with MEDSEG_BACKEND (vulkan, metal, dx12, gl) and MEDSEG_ADAPTER (index or name).
     GpuInfo,
@@ -244,9 +256,33 @@ fn bench_model(
     write_json(json, &result)
 }
 
+fn view(startup: medseg::gui::Startup) -> ExitCode {
+    match medseg::gui::run(startup) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match &cli.command {
+    let Some(command) = &cli.command else {
+        return view(medseg::gui::Startup::default());
+    };
+    let result = match command {
+        Command::View {
+            image,
+            labels,
+            screenshot,
+        } => {
+            return view(medseg::gui::Startup {
+                image: image.clone(),
+                labels: labels.clone(),
+                screenshot: screenshot.clone(),
+            })
+        }
         Command::GpuInfo => gpu_info().map(|_| true),
         Command::CheckFixtures { dir } => check_fixtures(dir),
         Command::Info { path, json } => info(path, *json).map(|_| true),

@@ -266,6 +266,27 @@ pub fn load_labels(path: &Path) -> Result<LabelMap> {
     }
 }
 
+/// As [`load_labels`], from bytes held in memory (a browser upload, a bundled sample).
+pub fn load_labels_bytes(name: &Path, bytes: &[u8]) -> Result<LabelMap> {
+    match sniff(bytes) {
+        Sniffed::Nifti | Sniffed::Gzip => {
+            labels_from_volume(crate::nifti::read_bytes(name, bytes, 0)?)
+        }
+        Sniffed::Raster(f) => crate::raster::read_labels_bytes(name, bytes, f),
+        Sniffed::Dicom => Err(DataError::unsupported(
+            name,
+            "DICOM",
+            "DICOM SEG label maps",
+        )),
+        Sniffed::Unknown if bytes.is_empty() => {
+            Err(DataError::malformed(name, "file", "the file is empty"))
+        }
+        Sniffed::Unknown => Err(DataError::UnknownFormat {
+            path: name.to_path_buf(),
+        }),
+    }
+}
+
 fn labels_from_volume(v: Volume) -> Result<LabelMap> {
     let path = v.source.path.clone();
     if v.channels != 1 {

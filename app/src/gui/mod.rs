@@ -1,0 +1,113 @@
+//! The desktop app (eframe + egui on wgpu). State lives in [`document`] (image, labels, planes,
+//! brush), [`undo`] and [`tasks`] (worker threads with progress and cancel); [`app`] draws the
+//! window and turns input into state changes; [`render`] draws the planes with our WGSL shader.
+
+pub mod app;
+pub mod document;
+pub mod recent;
+pub mod render;
+pub mod sample;
+pub mod tasks;
+pub mod undo;
+
+pub use app::MedsegApp;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What to do right after the window opens.
+#[derive(Default)]
+pub struct Startup {
+    /// Image, volume or DICOM folder to open (the bundled CT sample when None).
+    pub image: Option<PathBuf>,
+    pub labels: Option<PathBuf>,
+    /// Save a screenshot here once everything is loaded, then quit.
+    pub screenshot: Option<PathBuf>,
+}
+
+/// eframe options: our wgpu device is requested with the adapter's own features and limits, as
+/// the networks' kernels need (the same device is handed to burn).
+pub fn native_options() -> eframe::NativeOptions {
+    let mut setup = egui_wgpu::WgpuSetupCreateNew::without_display_handle();
+    setup.device_descriptor = Arc::new(medseg_model::gpu::device_descriptor);
+    // The same adapter choice as the command line: MEDSEG_BACKEND and MEDSEG_ADAPTER, discrete
+    // before integrated before software; only adapters that can draw to the window.
+    if let Ok(b) = medseg_model::gpu::backends_from_env() {
+        setup.instance_descriptor.backends = b;
+    }
+    setup.native_adapter_selector = Some(Arc::new(|adapters, surface| {
+        let usable: Vec<_> = adapters
+            .iter()
+            .filter(|a| surface.is_none_or(|s| a.is_surface_supported(s)))
+            .cloned()
+            .collect();
+        let filter = std::env::var("MEDSEG_ADAPTER").ok();
+        medseg_model::gpu::pick_adapter(usable, filter.as_deref()).map_err(|e| e.to_string())
+    }));
+    eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("medseg")
+            .with_inner_size([1280.0, 860.0])
+            .with_min_inner_size([640.0, 420.0])
+            .with_drag_and_drop(true),
+        renderer: eframe::Renderer::Wgpu,
+        wgpu_options: egui_wgpu::WgpuConfiguration {
+            wgpu_setup: egui_wgpu::WgpuSetup::CreateNew(setup),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Opens the window and runs until it is closed.
+pub fn run(startup: Startup) -> Result<(), String> {
+    eframe::run_native(
+        "medseg",
+        native_options(),
+        Box::new(move |cc| {
+            let rs = cc.wgpu_render_state.as_ref().ok_or(
+                "no wgpu renderer: medseg needs a GPU with Vulkan, Metal or DX12 (or Mesa's lavapipe)",
+            )?;
+            let mut app = MedsegApp::new(rs);
+            app.set_context(&cc.egui_ctx);
+            match startup.image {
+                Some(p) => app.open_image(p),
+                None => app.open_sample(0),
+            }
+            if let Some(l) = startup.labels {
+                app.open_labels(l);
+            }
+            if let Some(s) = startup.screenshot {
+                return Ok(Box::new(ScreenshotWhenReady { app, target: Some(s), frames: 0 }));
+            }
+            Ok(Box::new(app))
+        }),
+    )
+    .map_err(|e| format!("could not open the window: {e}"))
+}
+
+/// Runs the app until nothing is loading, lets a few frames settle, saves a screenshot and quits.
+struct ScreenshotWhenReady {
+    app: MedsegApp,
+    target: Option<PathBuf>,
+    frames: u32,
+}
+
+impl eframe::App for ScreenshotWhenReady {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        eframe::App::ui(&mut self.app, ui, frame);
+        if self.app.tasks.is_idle() && self.app.doc.is_some() {
+            self.frames += 1;
+        }
+        if let Some(msg) = self.app.error_message() {
+            eprintln!("error: {msg}");
+            std::process::exit(1);
+        }
+        if self.frames >= 3 {
+            if let Some(t) = self.target.take() {
+                self.app.screenshot(t, true);
+            }
+        }
+        ui.ctx().request_repaint();
+    }
+}

@@ -1,0 +1,216 @@
+//! Long work off the UI thread: each task runs on its own worker thread, reports progress
+//! through a channel, can be cancelled, and ends with a typed result. The UI polls once per
+//! frame; workers wake it with `request_repaint`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+
+use medseg_data::volume::{LabelMap, Volume};
+
+/// What a task produced.
+pub enum Outcome {
+    Image(Box<Volume>),
+    /// An image with labels that belong to it (a bundled sample) and the labels' names.
+    ImageWithLabels(Box<Volume>, Box<LabelMap>, Vec<String>),
+    Labels(Box<LabelMap>, std::path::PathBuf),
+    /// A file was written (path, what).
+    Saved(std::path::PathBuf, String),
+}
+
+/// Messages from workers.
+pub enum Message {
+    Progress {
+        task: u64,
+        fraction: Option<f32>,
+        text: String,
+    },
+    Finished {
+        task: u64,
+        result: Result<Outcome, String>,
+    },
+}
+
+/// Handed to a worker: report progress, check for cancel.
+#[derive(Clone)]
+pub struct Progress {
+    task: u64,
+    tx: Sender<Message>,
+    cancel: Arc<AtomicBool>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Progress {
+    /// Reports progress; returns false when the user cancelled.
+    pub fn report(&self, fraction: Option<f32>, text: impl Into<String>) -> bool {
+        let _ = self.tx.send(Message::Progress {
+            task: self.task,
+            fraction,
+            text: text.into(),
+        });
+        (self.wake)();
+        !self.cancelled()
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+/// A running task as the UI sees it.
+pub struct Running {
+    pub id: u64,
+    pub title: String,
+    pub fraction: Option<f32>,
+    pub text: String,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Running {
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelling(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+/// The task list of the app.
+pub struct Tasks {
+    tx: Sender<Message>,
+    rx: Receiver<Message>,
+    next: u64,
+    pub running: Vec<Running>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Tasks {
+    pub fn new(wake: Arc<dyn Fn() + Send + Sync>) -> Self {
+        let (tx, rx) = channel();
+        Tasks {
+            tx,
+            rx,
+            next: 1,
+            running: Vec::new(),
+            wake,
+        }
+    }
+
+    /// Starts `work` on a worker thread. A panic inside it is reported as an error, not lost.
+    pub fn spawn(
+        &mut self,
+        title: impl Into<String>,
+        work: impl FnOnce(&Progress) -> Result<Outcome, String> + Send + 'static,
+    ) -> u64 {
+        let id = self.next;
+        self.next += 1;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let progress = Progress {
+            task: id,
+            tx: self.tx.clone(),
+            cancel: cancel.clone(),
+            wake: self.wake.clone(),
+        };
+        self.running.push(Running {
+            id,
+            title: title.into(),
+            fraction: None,
+            text: String::new(),
+            cancel,
+        });
+        std::thread::Builder::new()
+            .name(format!("medseg-task-{id}"))
+            .spawn(move || {
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&progress)))
+                        .unwrap_or_else(|p| {
+                            let what = p
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_else(|| "unknown".into());
+                            Err(format!("internal error: {what}"))
+                        });
+                let result = if progress.cancelled() {
+                    Err("cancelled".to_string())
+                } else {
+                    result
+                };
+                let _ = progress.tx.send(Message::Finished { task: id, result });
+                (progress.wake)();
+            })
+            .expect("spawning a worker thread");
+        id
+    }
+
+    /// Drains the workers' messages: progress updates the running list, finished tasks are
+    /// returned with their result (cancelled ones as `Err("cancelled")`).
+    pub fn poll(&mut self) -> Vec<(u64, String, Result<Outcome, String>)> {
+        let mut done = Vec::new();
+        while let Ok(m) = self.rx.try_recv() {
+            match m {
+                Message::Progress {
+                    task,
+                    fraction,
+                    text,
+                } => {
+                    if let Some(r) = self.running.iter_mut().find(|r| r.id == task) {
+                        r.fraction = fraction;
+                        r.text = text;
+                    }
+                }
+                Message::Finished { task, result } => {
+                    let title = self
+                        .running
+                        .iter()
+                        .position(|r| r.id == task)
+                        .map(|i| self.running.remove(i).title)
+                        .unwrap_or_default();
+                    done.push((task, title, result));
+                }
+            }
+        }
+        done
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.running.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn wait(tasks: &mut Tasks) -> Vec<(u64, String, Result<Outcome, String>)> {
+        let t0 = Instant::now();
+        let mut all = Vec::new();
+        while !tasks.is_idle() && t0.elapsed() < Duration::from_secs(10) {
+            all.extend(tasks.poll());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        all
+    }
+
+    #[test]
+    fn tasks_report_errors_panics_and_cancel() {
+        let mut tasks = Tasks::new(Arc::new(|| {}));
+        tasks.spawn("fails", |_| Err("boom".into()));
+        tasks.spawn("panics", |_| panic!("oops"));
+        let id = tasks.spawn("cancelled", |p| {
+            while p.report(Some(0.5), "working") {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(Outcome::Saved("x".into(), "never".into()))
+        });
+        tasks.running.iter().find(|r| r.id == id).unwrap().cancel();
+        let mut done = wait(&mut tasks);
+        done.sort_by_key(|d| d.0);
+        let errs: Vec<String> = done.into_iter().map(|d| d.2.err().unwrap()).collect();
+        assert_eq!(errs[0], "boom");
+        assert!(errs[1].contains("oops"), "{}", errs[1]);
+        assert_eq!(errs[2], "cancelled");
+    }
+}
