@@ -26,13 +26,27 @@ fn adapter_present() -> bool {
 }
 
 pub fn app_harness(size: [f32; 2]) -> Option<Harness<'static, MedsegApp>> {
+    harness_with(size, default_wgpu_setup())
+}
+
+/// As the desktop app creates its device: the adapter's own features and limits (what the
+/// networks' kernels need), on the adapter kittest prefers (lavapipe when present).
+pub fn app_harness_compute(size: [f32; 2]) -> Option<Harness<'static, MedsegApp>> {
+    let mut setup = default_wgpu_setup();
+    if let egui_wgpu::WgpuSetup::CreateNew(s) = &mut setup {
+        s.device_descriptor = std::sync::Arc::new(medseg_model::gpu::device_descriptor);
+    }
+    harness_with(size, setup)
+}
+
+fn harness_with(
+    size: [f32; 2],
+    setup: egui_wgpu::WgpuSetup,
+) -> Option<Harness<'static, MedsegApp>> {
     if !adapter_present() {
         return None;
     }
-    let rs = create_render_state(
-        default_wgpu_setup(),
-        egui_wgpu::RendererOptions::PREDICTABLE,
-    );
+    let rs = create_render_state(setup, egui_wgpu::RendererOptions::PREDICTABLE);
     let app = MedsegApp::new(&rs);
     let harness = Harness::builder()
         .with_size(size)

@@ -74,9 +74,13 @@ enum Picked {
 }
 
 struct Gpu {
+    instance: wgpu::Instance,
+    adapter: wgpu::Adapter,
     device: wgpu::Device,
     queue: wgpu::Queue,
     renderer: SliceRenderer,
+    /// burn on this same device, started on first use.
+    compute: Option<medseg_model::gpu::GpuContext>,
 }
 
 pub struct MedsegApp {
@@ -134,6 +138,9 @@ impl MedsegApp {
         let (shot_tx, shot_rx) = channel();
         MedsegApp {
             gpu: Gpu {
+                instance: render_state.instance.clone(),
+                adapter: render_state.adapter.clone(),
+                compute: None,
                 device: render_state.device.clone(),
                 queue: render_state.queue.clone(),
                 renderer,
@@ -172,6 +179,22 @@ impl MedsegApp {
         if let Ok(mut s) = self.ctx_slot.lock() {
             *s = Some(ctx.clone());
         }
+    }
+
+    /// burn (the networks' runtime) on the window's own wgpu device, started on first use; fails
+    /// with the reason when the device lacks what the kernels need.
+    pub fn compute(&mut self) -> Result<&medseg_model::gpu::GpuContext, String> {
+        if self.gpu.compute.is_none() {
+            let ctx = medseg_model::gpu::GpuContext::from_wgpu(
+                self.gpu.instance.clone(),
+                self.gpu.adapter.clone(),
+                self.gpu.device.clone(),
+                self.gpu.queue.clone(),
+            )
+            .map_err(|e| e.to_string())?;
+            self.gpu.compute = Some(ctx);
+        }
+        Ok(self.gpu.compute.as_ref().expect("just set"))
     }
 
     /// No task running and no dialog open.
