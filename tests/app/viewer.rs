@@ -492,3 +492,43 @@ fn zoom_maximise_outline_visibility_and_eraser() {
     h.run_steps(2);
     assert_eq!(h.state().doc.as_ref().unwrap().count(liver), liver_before);
 }
+
+#[derive(Debug)]
+struct Dropped(std::path::PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+fn drop_file(h: &mut Harness<'static, MedsegApp>, path: std::path::PathBuf) {
+    h.input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(Dropped(path)));
+    h.step();
+    settle(h);
+}
+
+#[test]
+fn dropped_files_open_the_image_then_its_labels() {
+    let Some(mut h) = app_harness([1000.0, 760.0]) else {
+        return;
+    };
+    drop_file(&mut h, assets().join("ct_abdomen.nii.gz"));
+    assert_eq!(h.state().doc.as_ref().unwrap().dims(), [122, 101, 30]);
+    assert!(h.state().doc.as_ref().unwrap().present_labels().is_empty());
+    // A file named like a label map goes over the open image.
+    drop_file(&mut h, assets().join("ct_abdomen_labels.nii.gz"));
+    let doc = h.state().doc.as_ref().unwrap();
+    let want = medseg_data::load_labels(&assets().join("ct_abdomen_labels.nii.gz")).unwrap();
+    assert_eq!(doc.labels.labels, want.labels);
+    assert!(!doc.unsaved, "labels as loaded are not an unsaved edit");
+    // Undo takes the loaded labels back off (one step).
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.run_steps(2);
+    assert!(h.state().doc.as_ref().unwrap().present_labels().is_empty());
+}
