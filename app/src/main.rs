@@ -69,6 +69,46 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Train SA-UMamba or VM-UNet on a dataset folder (images/ + masks/) with the reference
+    /// protocol: official initialisation and augmentation, BceDice, AdamW, cosine 1e-3 → 1e-5.
+    /// Writes best/last checkpoints (safetensors + JSON) and history.json to OUT.
+    Train {
+        /// sa-umamba or vm-unet.
+        #[arg(long, default_value = "sa-umamba")]
+        model: String,
+        /// Dataset folder with images/ and masks/ paired by name.
+        #[arg(long)]
+        data: PathBuf,
+        /// Output folder for checkpoints and the history.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 39)]
+        epochs: usize,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Input side (multiple of 32).
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Train/val split JSON ({"train": [...], "val": [...]}); default DATA/split.json when it
+        /// exists, else a seeded 80/20 split.
+        #[arg(long)]
+        split: Option<PathBuf>,
+        /// Use only the first N training images (quick runs).
+        #[arg(long)]
+        limit_train: Option<usize>,
+        /// Use only the first N validation images.
+        #[arg(long)]
+        limit_val: Option<usize>,
+        /// Continue the run saved in OUT (state.json / state.safetensors).
+        #[arg(long)]
+        resume: bool,
+        /// Stop cleanly after the epoch that leaves too little time for another within this
+        /// many minutes (continue later with --resume).
+        #[arg(long)]
+        stop_after_minutes: Option<f64>,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -256,6 +296,150 @@ fn bench_model(
     write_json(json, &result)
 }
 
+struct TrainArgs {
+    model: String,
+    data: PathBuf,
+    out: PathBuf,
+    epochs: usize,
+    batch: usize,
+    size: usize,
+    seed: u64,
+    split: Option<PathBuf>,
+    limit_train: Option<usize>,
+    limit_val: Option<usize>,
+    resume: bool,
+    stop_after_minutes: Option<f64>,
+}
+
+fn train(a: TrainArgs) -> Result<(), String> {
+    use medseg_data::dataset::{load_pairs, Dataset};
+    use medseg_model::nn::vm_unet::VmUnetConfig;
+    use medseg_model::train::trainer::{self, Event, TrainConfig, TrainState};
+    let net_cfg = match a.model.as_str() {
+        "sa-umamba" => VmUnetConfig::sa_umamba(1),
+        "vm-unet" => VmUnetConfig::paper(1),
+        other => return Err(format!("unknown model {other:?}; use sa-umamba or vm-unet")),
+    };
+    if a.size == 0 || a.size % 32 != 0 {
+        return Err(format!(
+            "--size {} must be a positive multiple of 32",
+            a.size
+        ));
+    }
+    let ds = Dataset::scan(&a.data).map_err(|e| e.to_string())?;
+    for w in ds.warnings() {
+        eprintln!("warning: {w}");
+    }
+    let default_split = a.data.join("split.json");
+    let split = match a
+        .split
+        .as_ref()
+        .or(default_split.exists().then_some(&default_split))
+    {
+        Some(f) => ds.split_from_file(f).map_err(|e| e.to_string())?,
+        None => ds.split(a.seed, 0.2),
+    };
+    let take = |v: Vec<_>, n: Option<usize>| -> Vec<_> {
+        let n = n.unwrap_or(usize::MAX);
+        v.into_iter().take(n).collect()
+    };
+    let (train_pairs, val_pairs) = (
+        take(split.train, a.limit_train),
+        take(split.val, a.limit_val),
+    );
+    eprintln!(
+        "loading {} training and {} validation pairs from {}",
+        train_pairs.len(),
+        val_pairs.len(),
+        a.data.display()
+    );
+    let (tr, bad_t) = load_pairs(&train_pairs);
+    let (va, bad_v) = load_pairs(&val_pairs);
+    for (p, e) in bad_t.iter().chain(&bad_v) {
+        eprintln!("skipped {}: {e}", p.stem);
+    }
+    let train_samples = trainer::prepare(&tr, a.size)?;
+    let val_samples = trainer::prepare(&va, a.size)?;
+    let ctx = gpu()?;
+    let device = ctx.autodiff_device();
+    let mut cfg = TrainConfig::reference(net_cfg, a.epochs);
+    cfg.batch = a.batch;
+    cfg.size = a.size;
+    cfg.seed = a.seed;
+    let (mut net, mut state) = if a.resume {
+        let (net, state) = medseg_model::train::checkpoint::load_state(&a.out, &cfg, &device)?;
+        eprintln!(
+            "resuming at epoch {} of {}",
+            state.next_epoch + 1,
+            cfg.epochs
+        );
+        (net, state)
+    } else {
+        if a.out.join("state.json").exists() {
+            return Err(format!(
+                "{} already holds a run; continue it with --resume or choose another --out",
+                a.out.display()
+            ));
+        }
+        (
+            trainer::init_network(&cfg.net, cfg.seed, &device)?,
+            TrainState::new(&cfg),
+        )
+    };
+    let started = std::time::Instant::now();
+    let mut longest_epoch = 0.0f64;
+    eprintln!(
+        "training {} ({} parameters) on {}: {} epochs, batch {}, {}², {} train / {} val images",
+        trainer::model_name(&cfg.net),
+        trainer::parameters(&mut net),
+        ctx.adapter.name,
+        cfg.epochs,
+        cfg.batch,
+        cfg.size,
+        train_samples.len(),
+        val_samples.len()
+    );
+    println!("| epoch | lr | train loss | val DSC | s | train img/s |");
+    println!("|---|---|---|---|---|---|");
+    let summary = trainer::train(
+        &mut net,
+        &cfg,
+        &mut state,
+        &train_samples,
+        &val_samples,
+        Some(&a.out),
+        &mut |e| {
+            if let Event::Epoch(r) = e {
+                println!(
+                    "| {} | {:.3e} | {:.4} | {} | {:.1} | {:.1} |",
+                    r.epoch,
+                    r.lr,
+                    r.train_loss,
+                    r.val_dsc.map(|d| format!("{d:.4}")).unwrap_or("-".into()),
+                    r.seconds,
+                    r.train_images_per_s
+                );
+                longest_epoch = longest_epoch.max(r.seconds);
+                if let Some(m) = a.stop_after_minutes {
+                    let left = m * 60.0 - started.elapsed().as_secs_f64();
+                    if left < 1.2 * longest_epoch {
+                        eprintln!("stopping before the time limit; continue with --resume");
+                        return false;
+                    }
+                }
+            }
+            true
+        },
+    )?;
+    if let (Some(e), Some(d)) = (summary.best_epoch, summary.best_val_dsc) {
+        eprintln!(
+            "best val DSC {d:.4} at epoch {e}; checkpoints in {}",
+            a.out.display()
+        );
+    }
+    Ok(())
+}
+
 fn view(startup: medseg::gui::Startup) -> ExitCode {
     match medseg::gui::run(startup) {
         Ok(()) => ExitCode::SUCCESS,
@@ -283,6 +467,34 @@ fn main() -> ExitCode {
                 screenshot: screenshot.clone(),
             })
         }
+        Command::Train {
+            model,
+            data,
+            out,
+            epochs,
+            batch,
+            size,
+            seed,
+            split,
+            limit_train,
+            limit_val,
+            resume,
+            stop_after_minutes,
+        } => train(TrainArgs {
+            resume: *resume,
+            stop_after_minutes: *stop_after_minutes,
+            model: model.clone(),
+            data: data.clone(),
+            out: out.clone(),
+            epochs: *epochs,
+            batch: *batch,
+            size: *size,
+            seed: *seed,
+            split: split.clone(),
+            limit_train: *limit_train,
+            limit_val: *limit_val,
+        })
+        .map(|_| true),
         Command::GpuInfo => gpu_info().map(|_| true),
         Command::CheckFixtures { dir } => check_fixtures(dir),
         Command::Info { path, json } => info(path, *json).map(|_| true),

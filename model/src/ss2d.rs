@@ -157,7 +157,7 @@ pub fn check_fixture(
         dt_rank: rn2 - 2 * d_state,
     };
     let mut source = crate::nn::parity::FixtureWeights::new(f);
-    let block = Ss2d::load(cfg, &mut Loader::new(&mut source, ad.clone(), ""))?;
+    let mut block = Ss2d::load(cfg, &mut Loader::new(&mut source, ad.clone(), ""))?;
     let xt = tensor(x.data.clone(), shape, &ad).require_grad();
     let dy = tensor(f.get("dy")?.data.clone(), shape, &ad);
     let out = block.forward(xt.clone()).map_err(|e| e.to_string())?;
@@ -201,18 +201,24 @@ impl Ss2d {
 }
 
 impl crate::nn::params::NamedParams for Ss2d {
-    fn named_params(&self, prefix: &str, out: &mut Vec<(String, crate::nn::params::AnyParam)>) {
+    fn visit_params(&mut self, prefix: &str, out: &mut crate::nn::params::Visit<'_>) {
         use crate::nn::params::join;
-        out.push((join(prefix, "in_proj.weight"), (&self.in_proj).into()));
-        out.push((join(prefix, "conv2d.weight"), (&self.conv_weight).into()));
-        out.push((join(prefix, "conv2d.bias"), (&self.conv_bias).into()));
-        out.push((join(prefix, "x_proj_weight"), (&self.x_proj).into()));
-        out.push((join(prefix, "dt_projs_weight"), (&self.dt_proj).into()));
-        out.push((join(prefix, "dt_projs_bias"), (&self.dt_bias).into()));
-        out.push((join(prefix, "A_logs"), (&self.a_logs).into()));
-        out.push((join(prefix, "Ds"), (&self.ds).into()));
-        out.push((join(prefix, "out_norm.weight"), (&self.norm_weight).into()));
-        out.push((join(prefix, "out_norm.bias"), (&self.norm_bias).into()));
-        out.push((join(prefix, "out_proj.weight"), (&self.out_proj).into()));
+        out(join(prefix, "in_proj.weight"), (&mut self.in_proj).into());
+        out(
+            join(prefix, "conv2d.weight"),
+            (&mut self.conv_weight).into(),
+        );
+        out(join(prefix, "conv2d.bias"), (&mut self.conv_bias).into());
+        out(join(prefix, "x_proj_weight"), (&mut self.x_proj).into());
+        out(join(prefix, "dt_projs_weight"), (&mut self.dt_proj).into());
+        out(join(prefix, "dt_projs_bias"), (&mut self.dt_bias).into());
+        out(join(prefix, "A_logs"), (&mut self.a_logs).into());
+        out(join(prefix, "Ds"), (&mut self.ds).into());
+        out(
+            join(prefix, "out_norm.weight"),
+            (&mut self.norm_weight).into(),
+        );
+        out(join(prefix, "out_norm.bias"), (&mut self.norm_bias).into());
+        out(join(prefix, "out_proj.weight"), (&mut self.out_proj).into());
     }
 }

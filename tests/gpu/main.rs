@@ -7,6 +7,7 @@ mod infer;
 mod networks;
 mod scan;
 mod shaders;
+mod train;
 
 use medseg_model::gpu::{gpu_required, GpuContext};
 use std::path::PathBuf;

@@ -9,7 +9,7 @@ fn vm_unet_has_the_published_parameter_count() {
     let Some(ctx) = gpu() else { return };
     for (classes, want) in [(1, 27_427_561), (9, 27_427_561 + 200)] {
         let mut source = RandomWeights { state: 1 };
-        let net = VmUnet::load(
+        let mut net = VmUnet::load(
             VmUnetConfig::paper(classes),
             &mut Loader::new(&mut source, ctx.device.clone(), "vmunet"),
         )
@@ -32,7 +32,7 @@ fn vm_unet_has_the_published_parameter_count() {
 fn sa_umamba_has_the_published_parameter_count() {
     let Some(ctx) = gpu() else { return };
     let mut source = RandomWeights { state: 3 };
-    let net = VmUnet::load(
+    let mut net = VmUnet::load(
         VmUnetConfig::sa_umamba(1),
         &mut Loader::new(&mut source, ctx.device.clone(), "vmunet"),
     )

@@ -13,6 +13,11 @@ impl SeededRng {
         SeededRng(seed)
     }
 
+    /// The generator's state (to continue the same sequence later with [`SeededRng::new`]).
+    pub fn state(&self) -> u64 {
+        self.0
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
@@ -294,6 +299,17 @@ impl Augment {
             angle: RotationAngle::PerRun(angle),
             rng,
         }
+    }
+
+    /// The random state (saved with a training checkpoint).
+    pub fn rng_state(&self) -> u64 {
+        self.rng.state()
+    }
+
+    /// Continues from a saved random state.
+    pub fn with_rng_state(mut self, state: u64) -> Self {
+        self.rng = SeededRng::new(state);
+        self
     }
 
     pub fn per_sample_angles(mut self) -> Self {

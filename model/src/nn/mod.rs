@@ -1,5 +1,6 @@
 //! Networks and their building blocks, with parameters under the official state_dict names.
 
+pub mod init;
 pub mod loss;
 pub mod params;
 pub mod parity;

@@ -152,11 +152,81 @@ macro_rules! any_param_from {
 }
 any_param_from!(R1 1, R2 2, R3 3, R4 4);
 
-/// Modules that list their parameters under official names.
-pub trait NamedParams {
-    fn named_params(&self, prefix: &str, out: &mut Vec<(String, AnyParam)>);
+/// A parameter of any rank, borrowed mutably (for optimisers).
+pub enum ParamMut<'a> {
+    R1(&'a mut Param<Tensor<1>>),
+    R2(&'a mut Param<Tensor<2>>),
+    R3(&'a mut Param<Tensor<3>>),
+    R4(&'a mut Param<Tensor<4>>),
+}
 
-    fn param_count(&self) -> usize {
+macro_rules! param_mut_from {
+    ($($r:ident $d:literal),*) => {$(
+        impl<'a> From<&'a mut Param<Tensor<$d>>> for ParamMut<'a> {
+            fn from(p: &'a mut Param<Tensor<$d>>) -> Self {
+                ParamMut::$r(p)
+            }
+        }
+    )*};
+}
+param_mut_from!(R1 1, R2 2, R3 3, R4 4);
+
+impl ParamMut<'_> {
+    /// A clone of the parameter (tensors are shared handles).
+    pub fn to_any(&self) -> AnyParam {
+        match self {
+            ParamMut::R1(p) => AnyParam::R1((*p).clone()),
+            ParamMut::R2(p) => AnyParam::R2((*p).clone()),
+            ParamMut::R3(p) => AnyParam::R3((*p).clone()),
+            ParamMut::R4(p) => AnyParam::R4((*p).clone()),
+        }
+    }
+
+    /// The value flattened to one dimension.
+    pub fn flat(&self) -> Tensor<1> {
+        match self {
+            ParamMut::R1(p) => p.val(),
+            ParamMut::R2(p) => p.val().flatten(0, 1),
+            ParamMut::R3(p) => p.val().flatten(0, 2),
+            ParamMut::R4(p) => p.val().flatten(0, 3),
+        }
+    }
+
+    /// Replaces the value with `flat` (same number of elements) reshaped to the parameter's
+    /// shape, keeping the parameter's id; gradients are required again on autodiff devices.
+    pub fn set_flat(&mut self, flat: Tensor<1>) {
+        fn put<const D: usize>(p: &mut Param<Tensor<D>>, flat: Tensor<1>) {
+            let old = p.val();
+            let shape = old.shape();
+            let autodiff = old.is_autodiff();
+            let mut t: Tensor<D> = flat.reshape(shape);
+            if autodiff {
+                t = t.autodiff().require_grad();
+            }
+            *p = Param::initialized(p.id, t);
+        }
+        match self {
+            ParamMut::R1(p) => put(p, flat),
+            ParamMut::R2(p) => put(p, flat),
+            ParamMut::R3(p) => put(p, flat),
+            ParamMut::R4(p) => put(p, flat),
+        }
+    }
+}
+
+/// What a module calls for each of its parameters: the full official name and the parameter.
+pub type Visit<'a> = dyn FnMut(String, ParamMut<'_>) + 'a;
+
+/// Modules that visit their parameters under official names.
+pub trait NamedParams {
+    fn visit_params(&mut self, prefix: &str, out: &mut Visit<'_>);
+
+    /// (name, parameter clone) in the module's order.
+    fn named_params(&mut self, prefix: &str, out: &mut Vec<(String, AnyParam)>) {
+        self.visit_params(prefix, &mut |name, p| out.push((name, p.to_any())));
+    }
+
+    fn param_count(&mut self) -> usize {
         let mut v = Vec::new();
         self.named_params("", &mut v);
         v.iter().map(|(_, p)| p.numel()).sum()

@@ -4,7 +4,7 @@
 //! `reference::rfaconv`. The final stride-3 conv over the rearranged map is the equivalent
 //! per-pixel 1×1 conv over the 9C weighted features (no 3H×3W map is built).
 
-use super::params::{join, AnyParam, Loader, NamedParams};
+use super::params::{join, Loader, NamedParams, Visit};
 use crate::fixtures::{CheckError, Comparison, Fixture};
 use burn::module::Param;
 use burn::tensor::activation::{relu, softmax};
@@ -90,12 +90,15 @@ impl BatchNorm2d {
         centred * self.weight.val().reshape([1, c, 1, 1]) + self.bias.val().reshape([1, c, 1, 1])
     }
 
-    fn named(&self, prefix: &str, name: &str, out: &mut Vec<(String, AnyParam)>) {
-        out.push((
+    fn named(&mut self, prefix: &str, name: &str, out: &mut Visit<'_>) {
+        out(
             join(prefix, &format!("{name}.weight")),
-            (&self.weight).into(),
-        ));
-        out.push((join(prefix, &format!("{name}.bias")), (&self.bias).into()));
+            (&mut self.weight).into(),
+        );
+        out(
+            join(prefix, &format!("{name}.bias")),
+            (&mut self.bias).into(),
+        );
     }
 }
 
@@ -183,15 +186,21 @@ impl RfaConv {
 }
 
 impl NamedParams for RfaConv {
-    fn named_params(&self, prefix: &str, out: &mut Vec<(String, AnyParam)>) {
-        out.push((join(prefix, "get_weight.1.weight"), (&self.alpha).into()));
-        out.push((
+    fn visit_params(&mut self, prefix: &str, out: &mut Visit<'_>) {
+        out(
+            join(prefix, "get_weight.1.weight"),
+            (&mut self.alpha).into(),
+        );
+        out(
             join(prefix, "generate_feature.0.weight"),
-            (&self.beta).into(),
-        ));
+            (&mut self.beta).into(),
+        );
         self.bn_feature.named(prefix, "generate_feature.1", out);
-        out.push((join(prefix, "conv.0.weight"), (&self.conv_weight).into()));
-        out.push((join(prefix, "conv.0.bias"), (&self.conv_bias).into()));
+        out(
+            join(prefix, "conv.0.weight"),
+            (&mut self.conv_weight).into(),
+        );
+        out(join(prefix, "conv.0.bias"), (&mut self.conv_bias).into());
         self.bn_out.named(prefix, "conv.1", out);
     }
 }

@@ -3,7 +3,7 @@
 //!   x2 = s2 ⊙ x1 + RFAConv(LN2(x1))      (RFAConv in NCHW)
 //! with per-channel learnable scales s1 (`skip_scale`) and s2 (`skip_scale2`).
 
-use super::params::{join, AnyParam, Loader, NamedParams};
+use super::params::{join, Loader, NamedParams, Visit};
 use super::rfaconv::RfaConv;
 use super::vm_unet::Norm;
 use crate::fixtures::{CheckError, Comparison, Fixture};
@@ -54,14 +54,14 @@ impl RsssBlock {
 }
 
 impl NamedParams for RsssBlock {
-    fn named_params(&self, prefix: &str, out: &mut Vec<(String, AnyParam)>) {
+    fn visit_params(&mut self, prefix: &str, out: &mut Visit<'_>) {
         self.ln_1.named(prefix, "ln_1", out);
         self.self_attention
-            .named_params(&join(prefix, "self_attention"), out);
+            .visit_params(&join(prefix, "self_attention"), out);
         self.ln_2.named(prefix, "ln_2", out);
-        self.conv.named_params(&join(prefix, "conv_blk.cab.0"), out);
-        out.push((join(prefix, "skip_scale"), (&self.skip_scale).into()));
-        out.push((join(prefix, "skip_scale2"), (&self.skip_scale2).into()));
+        self.conv.visit_params(&join(prefix, "conv_blk.cab.0"), out);
+        out(join(prefix, "skip_scale"), (&mut self.skip_scale).into());
+        out(join(prefix, "skip_scale2"), (&mut self.skip_scale2).into());
     }
 }
 

@@ -2,7 +2,7 @@
 //! merging, patch expanding with additive skips, the final ×4 expand and a 1×1 conv to K
 //! classes. Parameters carry the official names (`layers.0.blocks.0.self_attention…`).
 
-use super::params::{join, AnyParam, Loader, NamedParams};
+use super::params::{join, Loader, NamedParams, Visit};
 use crate::ss2d::{layer_norm, Ss2d, Ss2dConfig};
 use burn::module::Param;
 use burn::tensor::module::conv2d;
@@ -88,12 +88,15 @@ impl Norm {
         y.reshape(dims)
     }
 
-    pub fn named(&self, prefix: &str, name: &str, out: &mut Vec<(String, AnyParam)>) {
-        out.push((
+    pub fn named(&mut self, prefix: &str, name: &str, out: &mut Visit<'_>) {
+        out(
             join(prefix, &format!("{name}.weight")),
-            (&self.weight).into(),
-        ));
-        out.push((join(prefix, &format!("{name}.bias")), (&self.bias).into()));
+            (&mut self.weight).into(),
+        );
+        out(
+            join(prefix, &format!("{name}.bias")),
+            (&mut self.bias).into(),
+        );
     }
 }
 
@@ -131,10 +134,10 @@ impl VssBlock {
 }
 
 impl NamedParams for VssBlock {
-    fn named_params(&self, prefix: &str, out: &mut Vec<(String, AnyParam)>) {
+    fn visit_params(&mut self, prefix: &str, out: &mut Visit<'_>) {
         self.ln_1.named(prefix, "ln_1", out);
         self.self_attention
-            .named_params(&join(prefix, "self_attention"), out);
+            .visit_params(&join(prefix, "self_attention"), out);
     }
 }
 
@@ -219,12 +222,12 @@ impl Stage {
         Ok(x)
     }
 
-    fn named(&self, prefix: &str, out: &mut Vec<(String, AnyParam)>) {
-        for (j, b) in self.blocks.iter().enumerate() {
+    fn named(&mut self, prefix: &str, out: &mut Visit<'_>) {
+        for (j, b) in self.blocks.iter_mut().enumerate() {
             let p = join(prefix, &format!("blocks.{j}"));
             match b {
-                Block::Vss(b) => b.named_params(&p, out),
-                Block::Rsss(b) => b.named_params(&p, out),
+                Block::Vss(b) => b.visit_params(&p, out),
+                Block::Rsss(b) => b.visit_params(&p, out),
             }
         }
     }
@@ -335,7 +338,7 @@ impl VmUnet {
                 self.config.in_channels
             ));
         }
-        let (pw, pb, pn) = &self.patch_embed;
+        let (pw, pb, pn) = &mut self.patch_embed;
         let x = conv2d(
             x,
             pw.val(),
@@ -347,7 +350,7 @@ impl VmUnet {
         for (i, stage) in self.layers.iter_mut().enumerate() {
             skips.push(x.clone());
             x = stage.forward(x, train)?;
-            if let Some(down) = self.downsample.get(i) {
+            if let Some(down) = self.downsample.get_mut(i) {
                 x = down.forward(x)?;
             }
         }
@@ -386,40 +389,43 @@ impl VmUnet {
 }
 
 impl NamedParams for VmUnet {
-    fn named_params(&self, prefix: &str, out: &mut Vec<(String, AnyParam)>) {
-        let (pw, pb, pn) = &self.patch_embed;
-        out.push((join(prefix, "patch_embed.proj.weight"), pw.into()));
-        out.push((join(prefix, "patch_embed.proj.bias"), pb.into()));
+    fn visit_params(&mut self, prefix: &str, out: &mut Visit<'_>) {
+        let (pw, pb, pn) = &mut self.patch_embed;
+        out(join(prefix, "patch_embed.proj.weight"), pw.into());
+        out(join(prefix, "patch_embed.proj.bias"), pb.into());
         pn.named(prefix, "patch_embed.norm", out);
-        for (i, stage) in self.layers.iter().enumerate() {
+        for (i, stage) in self.layers.iter_mut().enumerate() {
             let l = join(prefix, &format!("layers.{i}"));
             stage.named(&l, out);
-            if let Some(down) = self.downsample.get(i) {
+            if let Some(down) = self.downsample.get_mut(i) {
                 down.norm.named(&l, "downsample.norm", out);
-                out.push((
+                out(
                     join(&l, "downsample.reduction.weight"),
-                    (&down.reduction).into(),
-                ));
+                    (&mut down.reduction).into(),
+                );
             }
         }
-        for (i, stage) in self.layers_up.iter().enumerate() {
+        for (i, stage) in self.layers_up.iter_mut().enumerate() {
             let l = join(prefix, &format!("layers_up.{i}"));
             if i > 0 {
-                let up = &self.upsample[i - 1];
-                out.push((join(&l, "upsample.expand.weight"), (&up.expand).into()));
+                let up = &mut self.upsample[i - 1];
+                out(join(&l, "upsample.expand.weight"), (&mut up.expand).into());
                 up.norm.named(&l, "upsample.norm", out);
             }
             stage.named(&l, out);
         }
-        out.push((
+        out(
             join(prefix, "final_up.expand.weight"),
-            (&self.final_up.expand).into(),
-        ));
+            (&mut self.final_up.expand).into(),
+        );
         self.final_up.norm.named(prefix, "final_up.norm", out);
-        out.push((
+        out(
             join(prefix, "final_conv.weight"),
-            (&self.final_conv.0).into(),
-        ));
-        out.push((join(prefix, "final_conv.bias"), (&self.final_conv.1).into()));
+            (&mut self.final_conv.0).into(),
+        );
+        out(
+            join(prefix, "final_conv.bias"),
+            (&mut self.final_conv.1).into(),
+        );
     }
 }

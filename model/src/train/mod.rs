@@ -1,3 +1,7 @@
-//! Training: optimiser and schedule (the GPU training loop builds on these).
+//! Training: the optimiser (f64 reference and GPU), the schedule, the training loop and
+//! checkpoints.
 
 pub mod adamw;
+pub mod checkpoint;
+pub mod optim;
+pub mod trainer;

@@ -1,0 +1,380 @@
+//! Checkpoints: the network's parameters and BatchNorm running statistics under their official
+//! names in a `.safetensors` file (f32), with a `.json` beside it holding the configuration and
+//! the epoch's numbers; `state.*` adds the AdamW moments and the generator states so a run can
+//! continue. Everything is written atomically, and loading refuses a checkpoint that does not
+//! match its configuration, listing the first mismatches.
+
+use super::optim::GpuAdamW;
+use super::trainer::{model_name, EpochReport, TrainConfig, TrainState, TrainSummary};
+use crate::nn::params::{AnyParam, Loader, NamedParams, WeightSource};
+use crate::nn::vm_unet::{VmUnet, VmUnetConfig};
+use burn::tensor::{Device, Tensor, TensorData};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+fn flat(p: &AnyParam) -> Result<(Vec<usize>, Vec<f32>), String> {
+    let data = match p {
+        AnyParam::R1(p) => p.val().into_data(),
+        AnyParam::R2(p) => p.val().into_data(),
+        AnyParam::R3(p) => p.val().into_data(),
+        AnyParam::R4(p) => p.val().into_data(),
+    };
+    let shape = data.shape().to_vec();
+    let v = data
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| format!("reading a parameter: {e:?}"))?;
+    Ok((shape, v))
+}
+
+fn config_json(cfg: &VmUnetConfig) -> serde_json::Value {
+    serde_json::json!({
+        "dims": cfg.dims,
+        "depths": cfg.depths,
+        "depths_decoder": cfg.depths_decoder,
+        "d_state": cfg.d_state,
+        "num_classes": cfg.num_classes,
+        "in_channels": cfg.in_channels,
+    })
+}
+
+/// `dir/tag.safetensors`: parameters, running statistics and `extra` (name, shape, values).
+fn write_weights(
+    dir: &Path,
+    tag: &str,
+    net: &mut VmUnet,
+    extra: Vec<(String, Vec<usize>, Vec<f32>)>,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut named = Vec::new();
+    net.named_params("", &mut named);
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (n, p) in &named {
+        let (shape, v) = flat(p)?;
+        tensors.push((n.clone(), shape, bytemuck::cast_slice(&v).to_vec()));
+    }
+    for (n, t) in net.named_buffers("") {
+        let shape = t.dims().to_vec();
+        let v = t
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .map_err(|e| format!("reading {n}: {e:?}"))?;
+        tensors.push((n, shape, bytemuck::cast_slice(&v).to_vec()));
+    }
+    for (n, shape, v) in extra {
+        tensors.push((n, shape, bytemuck::cast_slice(&v).to_vec()));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| format!("{n}: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    let bytes = safetensors::tensor::serialize(views, None).map_err(|e| e.to_string())?;
+    let weights = dir.join(format!("{tag}.safetensors"));
+    medseg_data::atomic::write_atomic(&weights, true, |w| w.write_all(&bytes))
+        .map_err(|e| e.to_string())
+}
+
+/// Writes `dir/tag.safetensors` and `dir/tag.json` (the network and the epoch's numbers).
+pub fn save(
+    dir: &Path,
+    tag: &str,
+    net: &mut VmUnet,
+    cfg: &VmUnetConfig,
+    report: &EpochReport,
+) -> Result<(), String> {
+    write_weights(dir, tag, net, Vec::new())?;
+    let meta = serde_json::json!({
+        "format": "medseg checkpoint 1",
+        "model": model_name(cfg),
+        "config": config_json(cfg),
+        "weights": format!("{tag}.safetensors"),
+        "epoch": report,
+    });
+    let body = serde_json::to_vec_pretty(&meta).map_err(|e| e.to_string())?;
+    medseg_data::atomic::write_atomic(&dir.join(format!("{tag}.json")), true, |w| {
+        w.write_all(&body)
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Tensors of a safetensors file as f32, by name.
+pub fn read_tensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| format!("{}: not a safetensors file ({e})", path.display()))?;
+    let mut out = HashMap::new();
+    for (name, t) in st.tensors() {
+        let v: Vec<f32> = match t.dtype() {
+            safetensors::Dtype::F32 => t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            other => {
+                return Err(format!(
+                    "{}: {name} is {other:?}; medseg checkpoints hold f32",
+                    path.display()
+                ))
+            }
+        };
+        out.insert(name, (t.shape().to_vec(), v));
+    }
+    Ok(out)
+}
+
+/// Weights from a checkpoint's tensors. Missing names and wrong shapes are collected (the
+/// network gets zeros there so loading can go on and report them all); [`StoredWeights::check`]
+/// then refuses the checkpoint, listing the first problems, and also names stored tensors the
+/// configuration did not use.
+pub struct StoredWeights {
+    tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    used: HashSet<String>,
+    problems: Vec<String>,
+    /// Stored names that are not weights (e.g. optimiser state) and may stay unused.
+    ignore_prefix: Option<String>,
+}
+
+impl StoredWeights {
+    pub fn new(tensors: HashMap<String, (Vec<usize>, Vec<f32>)>) -> Self {
+        StoredWeights {
+            tensors,
+            used: HashSet::new(),
+            problems: Vec::new(),
+            ignore_prefix: None,
+        }
+    }
+
+    fn take(&mut self, name: &str, shape: &[usize]) -> Vec<f32> {
+        let n: usize = shape.iter().product();
+        match self.tensors.get(name) {
+            None => {
+                self.problems.push(format!(
+                    "{name}: missing (the configuration needs {shape:?})"
+                ));
+                vec![0.0; n]
+            }
+            Some((s, _)) if s != shape => {
+                self.problems.push(format!(
+                    "{name}: stored {s:?}, the configuration needs {shape:?}"
+                ));
+                vec![0.0; n]
+            }
+            Some((_, v)) => {
+                self.used.insert(name.to_string());
+                v.clone()
+            }
+        }
+    }
+
+    /// Ok when every needed tensor was there with its shape and nothing stored was left over.
+    pub fn check(&self, what: &str) -> Result<(), String> {
+        let mut problems = self.problems.clone();
+        let mut unused: Vec<&String> = self
+            .tensors
+            .keys()
+            .filter(|k| !self.used.contains(*k))
+            .filter(|k| {
+                !self
+                    .ignore_prefix
+                    .as_ref()
+                    .is_some_and(|p| k.starts_with(p.as_str()))
+            })
+            .collect();
+        unused.sort();
+        problems.extend(
+            unused
+                .iter()
+                .map(|k| format!("{k}: stored but not part of this network")),
+        );
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let n = problems.len();
+        problems.truncate(8);
+        Err(format!(
+            "{what} does not match the network ({n} problems; nothing was loaded):\n  {}{}",
+            problems.join("\n  "),
+            if n > 8 { "\n  …" } else { "" }
+        ))
+    }
+}
+
+impl WeightSource for StoredWeights {
+    fn get(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
+        Ok(self.take(name, shape))
+    }
+}
+
+/// The network configuration written by [`save`].
+pub fn config_from_json(meta: &serde_json::Value) -> Result<VmUnetConfig, String> {
+    let c = &meta["config"];
+    let list = |k: &str| -> Result<Vec<usize>, String> {
+        c[k].as_array()
+            .ok_or(format!("config.{k} missing"))?
+            .iter()
+            .map(|v| {
+                v.as_u64()
+                    .map(|x| x as usize)
+                    .ok_or(format!("config.{k}: not a number"))
+            })
+            .collect()
+    };
+    let num = |k: &str| -> Result<usize, String> {
+        c[k].as_u64()
+            .map(|x| x as usize)
+            .ok_or(format!("config.{k} missing"))
+    };
+    let base = match meta["model"].as_str() {
+        Some("sa-umamba") => VmUnetConfig::sa_umamba(1),
+        Some("vm-unet") => VmUnetConfig::paper(1),
+        other => return Err(format!("unknown model {other:?}")),
+    };
+    Ok(VmUnetConfig {
+        dims: list("dims")?,
+        depths: list("depths")?,
+        depths_decoder: list("depths_decoder")?,
+        d_state: num("d_state")?,
+        num_classes: num("num_classes")?,
+        in_channels: num("in_channels")?,
+        ..base
+    })
+}
+
+/// Loads a network saved by [`save`] (`tag.json` + its safetensors) onto `device`; refuses a
+/// checkpoint whose tensors do not match its configuration.
+pub fn load(json: &Path, device: &Device) -> Result<(VmUnet, serde_json::Value), String> {
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(json).map_err(|e| format!("{}: {e}", json.display()))?,
+    )
+    .map_err(|e| format!("{}: not JSON ({e})", json.display()))?;
+    let cfg = config_from_json(&meta).map_err(|e| format!("{}: {e}", json.display()))?;
+    let weights = json.with_file_name(
+        meta["weights"]
+            .as_str()
+            .ok_or_else(|| format!("{}: no \"weights\" file named", json.display()))?,
+    );
+    let mut src = StoredWeights::new(read_tensors(&weights)?);
+    src.ignore_prefix = Some("adam.".into());
+    let net = VmUnet::load(cfg, &mut Loader::new(&mut src, device.clone(), ""))?;
+    src.check(&weights.display().to_string())?;
+    Ok((net, meta))
+}
+
+/// Writes `state.safetensors` (weights, running statistics, AdamW moments) and `state.json`
+/// (configuration, epoch, generator states, history) so a run can continue exactly.
+pub fn save_state(
+    dir: &Path,
+    net: &mut VmUnet,
+    cfg: &TrainConfig,
+    state: &TrainState,
+) -> Result<(), String> {
+    let report = state
+        .summary
+        .epochs
+        .last()
+        .cloned()
+        .ok_or("no finished epoch to save")?;
+    let mut extra = Vec::new();
+    for (name, m) in &state.opt.moments {
+        for (k, t) in [("m", &m.m), ("v", &m.v)] {
+            let v = t
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .map_err(|e| format!("reading adam.{k}.{name}: {e:?}"))?;
+            extra.push((format!("adam.{k}.{name}"), vec![v.len()], v));
+        }
+    }
+    write_weights(dir, "state", net, extra)?;
+    let meta = serde_json::json!({
+        "format": "medseg training state 1",
+        "model": model_name(&cfg.net),
+        "config": config_json(&cfg.net),
+        "weights": "state.safetensors",
+        "train": {
+            "epochs": cfg.epochs, "batch": cfg.batch, "size": cfg.size, "seed": cfg.seed,
+            "augment": cfg.augment,
+        },
+        "next_epoch": state.next_epoch,
+        "adam_step": state.opt.step,
+        "shuffle_rng": state.shuffle_rng.to_string(),
+        "augment_rng": state.augment_rng.to_string(),
+        "summary": state.summary,
+        "epoch": report,
+    });
+    let body = serde_json::to_vec_pretty(&meta).map_err(|e| e.to_string())?;
+    medseg_data::atomic::write_atomic(&dir.join("state.json"), true, |w| w.write_all(&body))
+        .map_err(|e| e.to_string())
+}
+
+/// Continues a run saved by [`save_state`] in `dir`: the network, the optimiser, the epoch
+/// and the generators. The training settings must match the saved ones.
+pub fn load_state(
+    dir: &Path,
+    cfg: &TrainConfig,
+    device: &Device,
+) -> Result<(VmUnet, TrainState), String> {
+    let json = dir.join("state.json");
+    let (mut net, meta) = load(&json, device)?;
+    let saved = &meta["train"];
+    for (k, want) in [
+        ("batch", cfg.batch as u64),
+        ("size", cfg.size as u64),
+        ("seed", cfg.seed),
+    ] {
+        if saved[k].as_u64() != Some(want) {
+            return Err(format!(
+                "{}: the run was started with {k} {}, not {want}",
+                json.display(),
+                saved[k]
+            ));
+        }
+    }
+    if config_from_json(&meta)? != cfg.net {
+        return Err(format!(
+            "{}: saved for another network configuration",
+            json.display()
+        ));
+    }
+    let tensors = read_tensors(&dir.join("state.safetensors"))?;
+    let mut opt = GpuAdamW::new(cfg.optimizer);
+    opt.step = meta["adam_step"].as_u64().ok_or("adam_step missing")? as u32;
+    let mut named = Vec::new();
+    net.named_params("", &mut named);
+    for (name, _) in &named {
+        let get = |k: &str| -> Option<Tensor<1>> {
+            tensors.get(&format!("adam.{k}.{name}")).map(|(s, v)| {
+                Tensor::from_data(
+                    TensorData::new(v.clone(), s.clone()),
+                    &device.clone().inner(),
+                )
+            })
+        };
+        if let (Some(m), Some(v)) = (get("m"), get("v")) {
+            opt.moments
+                .insert(name.clone(), super::optim::Moments { m, v });
+        }
+    }
+    let num = |k: &str| -> Result<u64, String> {
+        meta[k]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or(format!("{}: {k} missing", json.display()))
+    };
+    let summary: TrainSummary = serde_json::from_value(meta["summary"].clone())
+        .map_err(|e| format!("{}: summary: {e}", json.display()))?;
+    let state = TrainState {
+        opt,
+        next_epoch: meta["next_epoch"].as_u64().ok_or("next_epoch missing")? as usize,
+        shuffle_rng: num("shuffle_rng")?,
+        augment_rng: num("augment_rng")?,
+        summary,
+    };
+    Ok((net, state))
+}

@@ -1,0 +1,365 @@
+//! The training loop for VM-UNet / SA-UMamba on 2-D image/mask pairs: official preprocessing
+//! and augmentation, BceDice, backward through our kernels, GPU AdamW with the cosine schedule,
+//! pooled validation DSC each epoch, checkpoints (safetensors + JSON) of the best and the last
+//! epoch. Progress and cancel go through a callback, so the CLI and the app's training tab share
+//! it.
+
+use super::adamw::AdamW;
+use super::optim::{Cosine, GpuAdamW};
+use crate::nn::init::OfficialInit;
+use crate::nn::loss::bce_dice;
+use crate::nn::params::{Loader, NamedParams};
+use crate::nn::vm_unet::{BlockKind, VmUnet, VmUnetConfig};
+use burn::tensor::activation::sigmoid;
+use burn::tensor::{Device, Tensor, TensorData};
+use medseg_data::dataset::Loaded;
+use medseg_data::preprocess::{resize_bilinear, Augment, Normalization, Sample, SeededRng};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Instant;
+
+/// What to train and how.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub net: VmUnetConfig,
+    pub epochs: usize,
+    pub batch: usize,
+    /// Input side (multiple of 32).
+    pub size: usize,
+    pub seed: u64,
+    pub optimizer: AdamW,
+    pub schedule: Cosine,
+    /// The official flips and rotation.
+    pub augment: bool,
+}
+
+impl TrainConfig {
+    /// The reference protocol (BASELINE.md): batch 16, 256², official AdamW, cosine over the
+    /// run, official augmentation, seed 42.
+    pub fn reference(net: VmUnetConfig, epochs: usize) -> Self {
+        TrainConfig {
+            net,
+            epochs,
+            batch: 16,
+            size: 256,
+            seed: 42,
+            optimizer: AdamW::official(),
+            schedule: Cosine::official(epochs),
+            augment: true,
+        }
+    }
+}
+
+/// One epoch's numbers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpochReport {
+    /// 1-based.
+    pub epoch: usize,
+    pub lr: f64,
+    /// Mean training loss over the epoch's steps.
+    pub train_loss: f64,
+    /// Pooled DSC over all validation pixels at threshold 0.5 (None without validation data).
+    pub val_dsc: Option<f64>,
+    pub seconds: f64,
+    pub train_images_per_s: f64,
+}
+
+/// Reported while training; return false from the callback to stop after the current step.
+pub enum Event<'a> {
+    Step {
+        epoch: usize,
+        step: usize,
+        steps: usize,
+        loss: f64,
+    },
+    Epoch(&'a EpochReport),
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub epochs: Vec<EpochReport>,
+    /// Every step's loss, in order.
+    pub step_losses: Vec<f64>,
+    pub best_epoch: Option<usize>,
+    pub best_val_dsc: Option<f64>,
+    pub cancelled: bool,
+}
+
+/// Images normalised the official way (per-image min–max to [0, 255]) and resized to `size`²
+/// (bilinear, masks too, so targets are soft at the edges as in the official pipeline).
+pub fn prepare(loaded: &[Loaded], size: usize) -> Result<Vec<Sample>, String> {
+    loaded
+        .iter()
+        .map(|l| {
+            let [w, h, d] = l.image.geometry.dims;
+            if d != 1 {
+                return Err(format!(
+                    "{}: a volume ({d} slices); this trainer takes 2-D images",
+                    l.pair.image.display()
+                ));
+            }
+            let c = l.image.channels;
+            let mut image = l.image.voxels.clone();
+            if c == 1 {
+                // Grey images are repeated to 3 channels (MODEL-SPEC §A.2).
+                image = image.iter().flat_map(|&v| [v, v, v]).collect();
+            }
+            Normalization::RgbMinMax255.apply(&mut image);
+            let mask: Vec<f32> = l
+                .mask
+                .labels
+                .iter()
+                .map(|&v| if v > 0 { 1.0 } else { 0.0 })
+                .collect();
+            let (image, mask) = if (w, h) == (size, size) {
+                (image, mask)
+            } else {
+                (
+                    resize_bilinear(&image, w, h, 3, size, size),
+                    resize_bilinear(&mask, w, h, 1, size, size),
+                )
+            };
+            Ok(Sample {
+                width: size,
+                height: size,
+                channels: 3,
+                image,
+                mask,
+            })
+        })
+        .collect()
+}
+
+/// (B, 3, S, S) images and (B, 1, S, S) masks of a batch.
+fn batch_tensors(samples: &[&Sample], device: &Device) -> (Tensor<4>, Tensor<4>) {
+    let (b, s) = (samples.len(), samples[0].width);
+    let mut x = vec![0f32; b * 3 * s * s];
+    let mut y = vec![0f32; b * s * s];
+    for (i, smp) in samples.iter().enumerate() {
+        for p in 0..s * s {
+            for c in 0..3 {
+                x[((i * 3 + c) * s * s) + p] = smp.image[p * 3 + c];
+            }
+            y[i * s * s + p] = smp.mask[p];
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(x, vec![b, 3, s, s]), device),
+        Tensor::from_data(TensorData::new(y, vec![b, 1, s, s]), device),
+    )
+}
+
+fn scalar(t: Tensor<1>) -> Result<f64, String> {
+    let v = t
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| format!("reading back: {e:?}"))?;
+    Ok(v.first().copied().unwrap_or(f32::NAN) as f64)
+}
+
+/// Pooled confusion counts (TP, FP, FN) of sigmoid(logits) > 0.5 against masks > 0.5.
+fn confusion(
+    net: &mut VmUnet,
+    val: &[Sample],
+    batch: usize,
+    device: &Device,
+) -> Result<[f64; 3], String> {
+    let mut acc = [0.0f64; 3];
+    for chunk in val.chunks(batch.max(1)) {
+        let refs: Vec<&Sample> = chunk.iter().collect();
+        let (x, y) = batch_tensors(&refs, device);
+        let logits = net.forward(x, false)?.inner();
+        let p = sigmoid(logits).greater_elem(0.5).float();
+        let y = y.inner().greater_elem(0.5).float();
+        let tp = (p.clone() * y.clone()).sum();
+        let fp = (p.clone() * y.clone().neg().add_scalar(1.0)).sum();
+        let fn_ = (p.neg().add_scalar(1.0) * y).sum();
+        acc[0] += scalar(tp)?;
+        acc[1] += scalar(fp)?;
+        acc[2] += scalar(fn_)?;
+    }
+    Ok(acc)
+}
+
+/// Builds the network with the official initialisation on `device` (autodiff).
+pub fn init_network(cfg: &VmUnetConfig, seed: u64, device: &Device) -> Result<VmUnet, String> {
+    let mut init = OfficialInit::new(seed);
+    VmUnet::load(cfg.clone(), &mut Loader::new(&mut init, device.clone(), ""))
+}
+
+/// Where a run stands between epochs: everything needed to continue it exactly.
+#[derive(Clone, Debug)]
+pub struct TrainState {
+    pub opt: GpuAdamW,
+    /// 0-based index of the next epoch to run.
+    pub next_epoch: usize,
+    /// States of the shuffling and augmentation generators.
+    pub shuffle_rng: u64,
+    pub augment_rng: u64,
+    pub summary: TrainSummary,
+}
+
+impl TrainState {
+    pub fn new(cfg: &TrainConfig) -> Self {
+        TrainState {
+            opt: GpuAdamW::new(cfg.optimizer),
+            next_epoch: 0,
+            shuffle_rng: cfg.seed,
+            augment_rng: Augment::official(cfg.seed).rng_state(),
+            summary: TrainSummary::default(),
+        }
+    }
+}
+
+/// Trains `net` on `train` (validating on `val` each epoch) from `state` until `cfg.epochs` or
+/// until the callback returns false. With `out`, writes `last.*` and `state.*` (to resume)
+/// every epoch, `best.*` when the validation DSC improves, and `history.json`.
+pub fn train(
+    net: &mut VmUnet,
+    cfg: &TrainConfig,
+    state: &mut TrainState,
+    train: &[Sample],
+    val: &[Sample],
+    out: Option<&Path>,
+    on_event: &mut dyn FnMut(Event) -> bool,
+) -> Result<TrainSummary, String> {
+    if train.is_empty() {
+        return Err("no training samples".into());
+    }
+    if cfg.size % 32 != 0
+        || train
+            .iter()
+            .chain(val)
+            .any(|s| s.width != cfg.size || s.height != cfg.size)
+    {
+        return Err(format!(
+            "samples must be {0}×{0} with {0} a multiple of 32",
+            cfg.size
+        ));
+    }
+    let device = net.patch_embed.0.val().device();
+    if !device.is_autodiff() {
+        return Err("training needs an autodiff device".into());
+    }
+    let batch = cfg.batch.clamp(1, train.len());
+    let steps = train.len() / batch;
+    state.summary.cancelled = false;
+    for epoch in state.next_epoch..cfg.epochs {
+        let t0 = Instant::now();
+        let lr = cfg.schedule.lr(epoch);
+        let mut rng = SeededRng::new(state.shuffle_rng);
+        let mut augment = Augment::official(cfg.seed).with_rng_state(state.augment_rng);
+        // A fresh permutation each epoch, from the generator's running state.
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        rng.shuffle(&mut order);
+        let summary = &mut state.summary;
+        let mut losses = Vec::with_capacity(steps);
+        // Whole batches only (the official loader keeps the last partial one; at 960/16 there
+        // is none).
+        for step in 0..steps {
+            let mut picked: Vec<Sample> = order[step * batch..(step + 1) * batch]
+                .iter()
+                .map(|&i| train[i].clone())
+                .collect();
+            if cfg.augment {
+                for s in picked.iter_mut() {
+                    augment.apply(s);
+                }
+            }
+            let refs: Vec<&Sample> = picked.iter().collect();
+            let (x, y) = batch_tensors(&refs, &device);
+            let logits = net.forward(x, true)?;
+            let loss = bce_dice(logits, y);
+            let value = scalar(loss.clone().inner())?;
+            if !value.is_finite() {
+                return Err(format!(
+                    "the training loss became {value} at epoch {}, step {}; try a lower learning rate",
+                    epoch + 1,
+                    step + 1
+                ));
+            }
+            let grads = loss.backward();
+            state.opt.step(net, &grads, lr);
+            losses.push(value);
+            summary.step_losses.push(value);
+            if !on_event(Event::Step {
+                epoch: epoch + 1,
+                step: step + 1,
+                steps,
+                loss: value,
+            }) {
+                // Stopped mid-epoch: the state stays at the last finished epoch.
+                summary.cancelled = true;
+                return Ok(summary.clone());
+            }
+        }
+        state.shuffle_rng = rng.state();
+        state.augment_rng = augment.rng_state();
+        state.next_epoch = epoch + 1;
+        let summary = &mut state.summary;
+        let train_seconds = t0.elapsed().as_secs_f64();
+        let val_dsc = if val.is_empty() {
+            None
+        } else {
+            let [tp, fp, fn_] = confusion(net, val, batch, &device)?;
+            Some(if tp + fp + fn_ == 0.0 {
+                1.0
+            } else {
+                2.0 * tp / (2.0 * tp + fp + fn_)
+            })
+        };
+        let report = EpochReport {
+            epoch: epoch + 1,
+            lr,
+            train_loss: losses.iter().sum::<f64>() / losses.len().max(1) as f64,
+            val_dsc,
+            seconds: t0.elapsed().as_secs_f64(),
+            train_images_per_s: (steps * batch) as f64 / train_seconds.max(1e-9),
+        };
+        let improved = match (val_dsc, summary.best_val_dsc) {
+            (Some(d), Some(b)) => d > b,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if improved {
+            summary.best_val_dsc = val_dsc;
+            summary.best_epoch = Some(epoch + 1);
+        }
+        summary.epochs.push(report.clone());
+        if let Some(dir) = out {
+            super::checkpoint::save(dir, "last", net, &cfg.net, &report)?;
+            if improved {
+                super::checkpoint::save(dir, "best", net, &cfg.net, &report)?;
+            }
+            super::checkpoint::save_state(dir, net, cfg, state)?;
+        }
+        let go_on = on_event(Event::Epoch(&report));
+        let summary = &mut state.summary;
+        if let Some(dir) = out {
+            let body = serde_json::to_vec_pretty(&*summary).map_err(|e| e.to_string())?;
+            medseg_data::atomic::write_atomic(&dir.join("history.json"), true, |w| {
+                w.write_all(&body)
+            })
+            .map_err(|e| e.to_string())?;
+        }
+        if !go_on {
+            summary.cancelled = true;
+            break;
+        }
+    }
+    Ok(state.summary.clone())
+}
+
+/// Short name of a network configuration.
+pub fn model_name(cfg: &VmUnetConfig) -> &'static str {
+    match cfg.encoder_block {
+        BlockKind::Rsss => "sa-umamba",
+        BlockKind::Vss => "vm-unet",
+    }
+}
+
+/// Parameter count (for reports).
+pub fn parameters(net: &mut VmUnet) -> usize {
+    net.param_count()
+}
