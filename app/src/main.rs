@@ -399,8 +399,8 @@ fn train(a: TrainArgs) -> Result<(), String> {
         train_samples.len(),
         val_samples.len()
     );
-    println!("| epoch | lr | train loss | val DSC | s | train img/s |");
-    println!("|---|---|---|---|---|---|");
+    println!("| epoch | lr | train loss | val DSC | s | train img/s | pool GiB |");
+    println!("|---|---|---|---|---|---|---|");
     let summary = trainer::train(
         &mut net,
         &cfg,
@@ -410,8 +410,13 @@ fn train(a: TrainArgs) -> Result<(), String> {
         Some(&a.out),
         &mut |e| {
             if let Event::Epoch(r) = e {
+                // The allocator's reserved pool: the high-water mark of the epoch's buffers.
+                let pool = device
+                    .memory_pool_usage()
+                    .map(|u| format!("{:.2}", u.bytes_reserved as f64 / (1u64 << 30) as f64))
+                    .unwrap_or_else(|| "-".into());
                 println!(
-                    "| {} | {:.3e} | {:.4} | {} | {:.1} | {:.1} |",
+                    "| {} | {:.3e} | {:.4} | {} | {:.1} | {:.1} | {pool} |",
                     r.epoch,
                     r.lr,
                     r.train_loss,

@@ -37,6 +37,16 @@ impl RsssBlock {
 
     /// `train` selects BatchNorm batch statistics (and updates the running ones).
     pub fn forward(&mut self, x: Tensor<4>, train: bool) -> Result<Tensor<4>, String> {
+        self.forward_dropping(x, train, 0.0)
+    }
+
+    /// With stochastic depth on the SS2D branch only (not the RFAConv one).
+    pub fn forward_dropping(
+        &mut self,
+        x: Tensor<4>,
+        train: bool,
+        rate: f64,
+    ) -> Result<Tensor<4>, String> {
         let c = x.dims()[3];
         let s1 = self.skip_scale.val().reshape([1, 1, 1, c]);
         let s2 = self.skip_scale2.val().reshape([1, 1, 1, c]);
@@ -44,7 +54,7 @@ impl RsssBlock {
             .self_attention
             .forward(self.ln_1.forward(x.clone()))
             .map_err(|e| e.to_string())?;
-        let x1 = x * s1 + attn;
+        let x1 = x * s1 + super::vm_unet::drop_path(attn, rate);
         let conv = self
             .conv
             .forward(self.ln_2.forward(x1.clone()).permute([0, 3, 1, 2]), train)

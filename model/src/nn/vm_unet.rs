@@ -100,6 +100,36 @@ impl Norm {
     }
 }
 
+/// Stochastic depth (MODEL-SPEC §A.2): each sample's branch is kept with probability
+/// 1 − `rate` and scaled by 1 / (1 − rate), or zeroed.
+pub fn drop_path(y: Tensor<4>, rate: f64) -> Tensor<4> {
+    if rate <= 0.0 {
+        return y;
+    }
+    let keep = 1.0 - rate;
+    let b = y.dims()[0];
+    let mask = Tensor::<4>::random(
+        [b, 1, 1, 1],
+        burn::tensor::Distribution::Bernoulli(keep),
+        &y.device(),
+    );
+    y * mask.div_scalar(keep)
+}
+
+/// Stochastic-depth rates per block: linspace(0, rate, n) over the encoder blocks in order and
+/// the reverse of linspace(0, rate, m) over the decoder blocks.
+fn drop_rates(rate: f64, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|i| {
+            if n > 1 {
+                rate * i as f64 / (n - 1) as f64
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
 /// x (…, C_in) · Wᵀ with W (C_out, C_in), over the last dimension of (B, H, W, C).
 fn linear(x: Tensor<4>, w: &Param<Tensor<2>>) -> Tensor<4> {
     let [b, h, wd, c] = x.dims();
@@ -125,11 +155,16 @@ impl VssBlock {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<4>, String> {
+        self.forward_dropping(x, 0.0)
+    }
+
+    /// With stochastic depth: the SS2D branch is dropped per sample with probability `rate`.
+    pub fn forward_dropping(&self, x: Tensor<4>, rate: f64) -> Result<Tensor<4>, String> {
         let y = self
             .self_attention
             .forward(self.ln_1.forward(x.clone()))
             .map_err(|e| e.to_string())?;
-        Ok(x + y)
+        Ok(x + drop_path(y, rate))
     }
 }
 
@@ -212,11 +247,22 @@ pub struct Stage {
 }
 
 impl Stage {
-    fn forward(&mut self, mut x: Tensor<4>, train: bool) -> Result<Tensor<4>, String> {
-        for b in &mut self.blocks {
+    /// `rates`: stochastic-depth rate of each block (used only when training).
+    fn forward(
+        &mut self,
+        mut x: Tensor<4>,
+        train: bool,
+        rates: &[f64],
+    ) -> Result<Tensor<4>, String> {
+        for (k, b) in self.blocks.iter_mut().enumerate() {
+            let rate = if train {
+                rates.get(k).copied().unwrap_or(0.0)
+            } else {
+                0.0
+            };
             x = match b {
-                Block::Vss(b) => b.forward(x)?,
-                Block::Rsss(b) => b.forward(x, train)?,
+                Block::Vss(b) => b.forward_dropping(x, rate)?,
+                Block::Rsss(b) => b.forward_dropping(x, train, rate)?,
             };
         }
         Ok(x)
@@ -244,6 +290,8 @@ pub struct VmUnet {
     pub upsample: Vec<PatchExpand>,
     pub final_up: PatchExpand,
     pub final_conv: (Param<Tensor<4>>, Param<Tensor<1>>),
+    /// Stochastic depth while training (the reference recipe uses 0.2); 0 after loading.
+    pub drop_path: f64,
 }
 
 impl VmUnet {
@@ -325,6 +373,7 @@ impl VmUnet {
             upsample,
             final_up,
             final_conv,
+            drop_path: 0.0,
         })
     }
 
@@ -346,10 +395,16 @@ impl VmUnet {
             ConvOptions::new([4, 4], [0, 0], [1, 1], 1),
         );
         let mut x = pn.forward(x.permute([0, 2, 3, 1]));
+        let enc_rates = drop_rates(self.drop_path, self.config.depths.iter().sum());
+        let mut dec_rates = drop_rates(self.drop_path, self.config.depths_decoder.iter().sum());
+        dec_rates.reverse();
+        let (mut e0, mut d0) = (0, 0);
         let mut skips = Vec::new();
         for (i, stage) in self.layers.iter_mut().enumerate() {
             skips.push(x.clone());
-            x = stage.forward(x, train)?;
+            let n = stage.blocks.len();
+            x = stage.forward(x, train, &enc_rates[e0..e0 + n])?;
+            e0 += n;
             if let Some(down) = self.downsample.get_mut(i) {
                 x = down.forward(x)?;
             }
@@ -359,7 +414,9 @@ impl VmUnet {
             if i > 0 {
                 x = self.upsample[i - 1].forward(x + skips[n - i].clone());
             }
-            x = stage.forward(x, train)?;
+            let n = stage.blocks.len();
+            x = stage.forward(x, train, &dec_rates[d0..d0 + n])?;
+            d0 += n;
         }
         let x = self.final_up.forward(x).permute([0, 3, 1, 2]);
         let (fw, fb) = &self.final_conv;

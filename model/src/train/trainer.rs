@@ -31,6 +31,8 @@ pub struct TrainConfig {
     pub schedule: Cosine,
     /// The official flips and rotation.
     pub augment: bool,
+    /// Stochastic depth (0.2 in the reference recipe).
+    pub drop_path: f64,
 }
 
 impl TrainConfig {
@@ -46,6 +48,7 @@ impl TrainConfig {
             optimizer: AdamW::official(),
             schedule: Cosine::official(epochs),
             augment: true,
+            drop_path: 0.2,
         }
     }
 }
@@ -245,9 +248,13 @@ pub fn train(
     let batch = cfg.batch.clamp(1, train.len());
     let steps = train.len() / batch;
     state.summary.cancelled = false;
+    net.drop_path = cfg.drop_path;
     for epoch in state.next_epoch..cfg.epochs {
         let t0 = Instant::now();
         let lr = cfg.schedule.lr(epoch);
+        // The device generator (stochastic-depth masks) is seeded per epoch, so a resumed run
+        // draws the same masks as an uninterrupted one.
+        device.seed(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
         let mut rng = SeededRng::new(state.shuffle_rng);
         let mut augment = Augment::official(cfg.seed).with_rng_state(state.augment_rng);
         // A fresh permutation each epoch, from the generator's running state.
