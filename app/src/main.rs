@@ -320,7 +320,7 @@ fn train(a: TrainArgs) -> Result<(), String> {
         "vm-unet" => VmUnetConfig::paper(1),
         other => return Err(format!("unknown model {other:?}; use sa-umamba or vm-unet")),
     };
-    if a.size == 0 || a.size % 32 != 0 {
+    if a.size == 0 || !a.size.is_multiple_of(32) {
         return Err(format!(
             "--size {} must be a positive multiple of 32",
             a.size

@@ -244,7 +244,7 @@ fn training_on_polyp_images_lowers_the_loss() {
     meta["config"]["dims"] = serde_json::json!([16, 32, 64, 256]);
     let wrong = out.join("wrong.json");
     std::fs::write(&wrong, serde_json::to_vec(&meta).unwrap()).unwrap();
-    let e = checkpoint::load(&wrong, &dev).err().expect("refused");
+    let e = checkpoint::load(&wrong, &dev).expect_err("refused");
     assert!(
         e.contains("does not match") && e.contains("layers.3"),
         "{e}"

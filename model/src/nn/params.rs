@@ -192,6 +192,19 @@ impl ParamMut<'_> {
         }
     }
 
+    /// Takes the parameter out of autodiff (a constant for inference: no graph is recorded).
+    pub fn to_constant(&mut self) {
+        fn put<const D: usize>(p: &mut Param<Tensor<D>>) {
+            *p = Param::initialized(p.id, p.val().inner());
+        }
+        match self {
+            ParamMut::R1(p) => put(p),
+            ParamMut::R2(p) => put(p),
+            ParamMut::R3(p) => put(p),
+            ParamMut::R4(p) => put(p),
+        }
+    }
+
     /// Replaces the value with `flat` (same number of elements) reshaped to the parameter's
     /// shape, keeping the parameter's id; gradients are required again on autodiff devices.
     pub fn set_flat(&mut self, flat: Tensor<1>) {

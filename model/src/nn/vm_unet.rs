@@ -140,7 +140,7 @@ fn linear(x: Tensor<4>, w: &Param<Tensor<2>>) -> Tensor<4> {
 }
 
 /// `x ← x + SS2D(LN(x))`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct VssBlock {
     pub ln_1: Norm,
     pub self_attention: Ss2d,
@@ -177,7 +177,7 @@ impl NamedParams for VssBlock {
 }
 
 /// Patch merging: the four 2×2 sub-grids concatenated (4C), LayerNorm, Linear 4C → 2C.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PatchMerging {
     pub norm: Norm,
     pub reduction: Param<Tensor<2>>,
@@ -203,7 +203,7 @@ impl PatchMerging {
 }
 
 /// Patch expanding by `scale`: Linear C_in → scale²·c, pixels laid out as (p1, p2, c), LayerNorm(c).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PatchExpand {
     pub expand: Param<Tensor<2>>,
     pub norm: Norm,
@@ -225,7 +225,7 @@ impl PatchExpand {
 }
 
 /// A block of a stage.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Block {
     Vss(Box<VssBlock>),
     Rsss(Box<super::rsss::RsssBlock>),
@@ -241,7 +241,7 @@ impl Block {
 }
 
 /// One encoder or decoder stage.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Stage {
     pub blocks: Vec<Block>,
 }
@@ -280,7 +280,7 @@ impl Stage {
 }
 
 /// The whole network: input (B, C_in, H, W), H and W multiples of 32; logits (B, K, H, W).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct VmUnet {
     pub config: VmUnetConfig,
     pub patch_embed: (Param<Tensor<4>>, Param<Tensor<1>>, Norm),

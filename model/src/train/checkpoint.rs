@@ -102,8 +102,11 @@ pub fn save(
     .map_err(|e| e.to_string())
 }
 
+/// Stored tensors by name: shape and f32 values.
+pub type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// Tensors of a safetensors file as f32, by name.
-pub fn read_tensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>, String> {
+pub fn read_tensors(path: &Path) -> Result<Tensors, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| format!("{}: not a safetensors file ({e})", path.display()))?;
@@ -132,7 +135,7 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>
 /// then refuses the checkpoint, listing the first problems, and also names stored tensors the
 /// configuration did not use.
 pub struct StoredWeights {
-    tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    tensors: Tensors,
     used: HashSet<String>,
     problems: Vec<String>,
     /// Stored names that are not weights (e.g. optimiser state) and may stay unused.
@@ -140,7 +143,7 @@ pub struct StoredWeights {
 }
 
 impl StoredWeights {
-    pub fn new(tensors: HashMap<String, (Vec<usize>, Vec<f32>)>) -> Self {
+    pub fn new(tensors: Tensors) -> Self {
         StoredWeights {
             tensors,
             used: HashSet::new(),

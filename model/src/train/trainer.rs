@@ -169,12 +169,17 @@ fn confusion(
     device: &Device,
 ) -> Result<[f64; 3], String> {
     let mut acc = [0.0f64; 3];
+    // A copy of the network outside autodiff: validation must not record a graph (it would
+    // hold every batch's activations until the next backward pass).
+    let mut eval = net.clone();
+    eval.visit_params("", &mut |_, mut p| p.to_constant());
+    let device = device.clone().inner();
     for chunk in val.chunks(batch.max(1)) {
         let refs: Vec<&Sample> = chunk.iter().collect();
-        let (x, y) = batch_tensors(&refs, device);
-        let logits = net.forward(x, false)?.inner();
+        let (x, y) = batch_tensors(&refs, &device);
+        let logits = eval.forward(x, false)?;
         let p = sigmoid(logits).greater_elem(0.5).float();
-        let y = y.inner().greater_elem(0.5).float();
+        let y = y.greater_elem(0.5).float();
         let tp = (p.clone() * y.clone()).sum();
         let fp = (p.clone() * y.clone().neg().add_scalar(1.0)).sum();
         let fn_ = (p.neg().add_scalar(1.0) * y).sum();
@@ -230,7 +235,7 @@ pub fn train(
     if train.is_empty() {
         return Err("no training samples".into());
     }
-    if cfg.size % 32 != 0
+    if !cfg.size.is_multiple_of(32)
         || train
             .iter()
             .chain(val)
