@@ -199,6 +199,8 @@ fn gpu_info() -> Result<(), String> {
         "  max_compute_workgroups_per_dimension {}",
         l.max_compute_workgroups_per_dimension
     );
+    medseg_model::gpu::kernel_self_test(&ctx.device)?;
+    println!("kernels:   our selective scan ran and gave the known answer");
     Ok(())
 }
 

@@ -181,8 +181,9 @@ impl MedsegApp {
         }
     }
 
-    /// burn (the networks' runtime) on the window's own wgpu device, started on first use; fails
-    /// with the reason when the device lacks what the kernels need.
+    /// burn (the networks' runtime) on the window's own wgpu device, started on first use and
+    /// checked by running our scan kernel once; fails with the reason when the device lacks
+    /// what the kernels need or the kernel gives a wrong answer.
     pub fn compute(&mut self) -> Result<&medseg_model::gpu::GpuContext, String> {
         if self.gpu.compute.is_none() {
             let ctx = medseg_model::gpu::GpuContext::from_wgpu(
@@ -192,6 +193,7 @@ impl MedsegApp {
                 self.gpu.queue.clone(),
             )
             .map_err(|e| e.to_string())?;
+            medseg_model::gpu::kernel_self_test(&ctx.device)?;
             self.gpu.compute = Some(ctx);
         }
         Ok(self.gpu.compute.as_ref().expect("just set"))
