@@ -5,11 +5,9 @@ use crate::harness::*;
 
 #[test]
 fn the_window_device_runs_our_kernels() {
-    let Some(mut h) = app_harness_compute([900.0, 700.0]) else {
+    let Some(mut h) = with_sample(app_harness_compute([900.0, 700.0]), 1) else {
         return;
     };
-    h.state_mut().open_sample(1);
-    settle(&mut h);
     let ctx = h
         .state_mut()
         .compute()

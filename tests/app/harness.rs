@@ -57,6 +57,17 @@ fn harness_with(
     Some(harness)
 }
 
+/// A harness with bundled sample `sample` open (0: CT with organs, 1: dermoscopy with mask).
+pub fn with_sample(
+    harness: Option<Harness<'static, MedsegApp>>,
+    sample: usize,
+) -> Option<Harness<'static, MedsegApp>> {
+    let mut h = harness?;
+    h.state_mut().open_sample(sample);
+    settle(&mut h);
+    Some(h)
+}
+
 /// Steps until no task runs (up to a minute).
 pub fn settle(h: &mut Harness<'static, MedsegApp>) {
     let t0 = Instant::now();

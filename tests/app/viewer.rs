@@ -90,11 +90,9 @@ fn drag(h: &mut Harness<'static, MedsegApp>, button: PointerButton, path: &[Pos2
 
 #[test]
 fn ct_sample_window_level_scroll_paint_undo_export() {
-    let Some(mut h) = app_harness([1200.0, 860.0]) else {
+    let Some(mut h) = with_sample(app_harness([1200.0, 860.0]), 0) else {
         return;
     };
-    h.state_mut().open_sample(0);
-    settle(&mut h);
     {
         let doc = h.state().doc.as_ref().expect("the sample opened");
         assert_eq!(doc.dims(), [122, 101, 30]);
@@ -244,11 +242,9 @@ fn ct_sample_window_level_scroll_paint_undo_export() {
 
 #[test]
 fn dermoscopy_sample_rgb_png_export_and_refusals() {
-    let Some(mut h) = app_harness([1000.0, 760.0]) else {
+    let Some(mut h) = with_sample(app_harness([1000.0, 760.0]), 1) else {
         return;
     };
-    h.state_mut().open_sample(1);
-    settle(&mut h);
     assert_eq!(h.state().doc.as_ref().unwrap().dims(), [600, 450, 1]);
     assert_eq!(h.state().drawn.len(), 1, "a 2-D image is one view");
     h.state_mut().doc.as_mut().unwrap().show_labels = false;
@@ -314,11 +310,9 @@ fn dermoscopy_sample_rgb_png_export_and_refusals() {
 
 #[test]
 fn closing_with_unsaved_edits_asks_first() {
-    let Some(mut h) = app_harness([900.0, 700.0]) else {
+    let Some(mut h) = with_sample(app_harness([900.0, 700.0]), 1) else {
         return;
     };
-    h.state_mut().open_sample(1);
-    settle(&mut h);
     h.state_mut().doc.as_mut().unwrap().clear_label(1);
     assert!(h.state().doc.as_ref().unwrap().unsaved);
     h.input_mut()
@@ -376,11 +370,9 @@ fn interior_voxel(h: &Harness<'static, MedsegApp>, plane: Plane, label: u16) -> 
 
 #[test]
 fn zoom_maximise_outline_visibility_and_eraser() {
-    let Some(mut h) = app_harness([1200.0, 860.0]) else {
+    let Some(mut h) = with_sample(app_harness([1200.0, 860.0]), 0) else {
         return;
     };
-    h.state_mut().open_sample(0);
-    settle(&mut h);
     let liver = 6;
 
     // Ctrl+wheel zooms about the pointer; the slice is still drawn right.
