@@ -217,13 +217,7 @@ fn ct_sample_window_level_scroll_paint_undo_export() {
     // Export as NIfTI: the file holds our labels on the image's grid.
     let dir = tempdir();
     let out = dir.join("ct_labels.nii.gz");
-    h.state_mut().export_labels(out.clone(), false);
-    settle(&mut h);
-    assert!(
-        h.state().error_message().is_none(),
-        "{:?}",
-        h.state().error_message()
-    );
+    export(&mut h, &out);
     let back = medseg_data::load_labels(&out).expect("reading the export back");
     let doc = h.state().doc.as_ref().unwrap();
     assert_eq!(back.labels, doc.labels.labels);
@@ -294,13 +288,7 @@ fn dermoscopy_sample_rgb_png_export_and_refusals() {
 
     // Export as PNG (0/255) and read back; a volume-only name is refused for .txt.
     let out = dir.join("lesion.png");
-    h.state_mut().export_labels(out.clone(), false);
-    settle(&mut h);
-    assert!(
-        h.state().error_message().is_none(),
-        "{:?}",
-        h.state().error_message()
-    );
+    export(&mut h, &out);
     let back = medseg_data::load_labels(&out).unwrap();
     assert_eq!(back.labels, h.state().doc.as_ref().unwrap().labels.labels);
     h.state_mut().export_labels(dir.join("lesion.txt"), false);
@@ -327,6 +315,17 @@ fn closing_with_unsaved_edits_asks_first() {
     h.run_steps(2);
     assert!(h.state().is_idle(), "the dialog closed; the document stays");
     assert!(h.state().doc.as_ref().unwrap().unsaved);
+}
+
+/// Exports the labels to `out` and checks no error was shown.
+fn export(h: &mut Harness<'static, MedsegApp>, out: &std::path::Path) {
+    h.state_mut().export_labels(out.to_path_buf(), false);
+    settle(h);
+    assert!(
+        h.state().error_message().is_none(),
+        "{:?}",
+        h.state().error_message()
+    );
 }
 
 fn tempdir() -> std::path::PathBuf {

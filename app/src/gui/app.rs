@@ -4,10 +4,10 @@ use super::document::{is_photo, Document, Plane, Stroke, ViewMapping, Window, CT
 use super::recent::Recent;
 use super::render::{GpuDoc, SliceRenderer, ViewUniforms};
 use super::sample::SAMPLES;
-use super::tasks::{Outcome, Tasks};
+use super::tasks::{Outcome, TaskError, Tasks};
 use egui::{Color32, Key, Modifiers, PointerButton, Pos2, Rect, Sense, Stroke as Line, Vec2};
 use egui_wgpu::wgpu;
-use medseg_data::volume::{LabelMap, Volume};
+use medseg_data::volume::LabelMap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -262,7 +262,7 @@ impl MedsegApp {
                     } else {
                         medseg_data::load(&path)
                     };
-                    v.map(|v| Outcome::Image(Box::new(v)))
+                    v.map(|v| Outcome::Document(Box::new(Document::new(v))))
                         .map_err(|e| e.to_string())
                 });
             }
@@ -272,7 +272,11 @@ impl MedsegApp {
                     .spawn(format!("Opening sample: {}", sample.name), move |_| {
                         let (v, l) = sample.load().map_err(|e| e.to_string())?;
                         let names = sample.label_names.iter().map(|s| s.to_string()).collect();
-                        Ok(Outcome::ImageWithLabels(Box::new(v), Box::new(l), names))
+                        Ok(Outcome::DocumentWithLabels(
+                            Box::new(Document::new(v)),
+                            Box::new(l),
+                            names,
+                        ))
                     });
             }
         }
@@ -298,8 +302,7 @@ impl MedsegApp {
             });
     }
 
-    fn set_document(&mut self, image: Volume) -> bool {
-        let mut doc = Document::new(image);
+    fn set_document(&mut self, mut doc: Document) -> bool {
         match GpuDoc::new(
             &self.gpu.device,
             &self.gpu.queue,
@@ -489,9 +492,9 @@ impl MedsegApp {
     fn poll(&mut self, ctx: &egui::Context) {
         for (task, title, result) in self.tasks.poll() {
             match result {
-                Ok(Outcome::Image(v)) => {
-                    let path = v.source.path.clone();
-                    if self.set_document(*v) {
+                Ok(Outcome::Document(d)) => {
+                    let path = d.image.source.path.clone();
+                    if self.set_document(*d) {
                         if let Some(e) = self.recent.add(&path) {
                             self.status = (e, true);
                         }
@@ -500,9 +503,9 @@ impl MedsegApp {
                         }
                     }
                 }
-                Ok(Outcome::ImageWithLabels(v, l, names)) => {
-                    let path = v.source.path.clone();
-                    if self.set_document(*v) {
+                Ok(Outcome::DocumentWithLabels(d, l, names)) => {
+                    let path = d.image.source.path.clone();
+                    if self.set_document(*d) {
                         self.apply_labels(*l, path, &names);
                         if let Some(d) = self.doc.as_mut() {
                             // A fresh sample: its labels are not an edit to save, and the
@@ -529,8 +532,8 @@ impl MedsegApp {
                     }
                     self.info(format!("Saved {what} to {}", path.display()));
                 }
-                Err(e) if e == "cancelled" => self.info(format!("{title}: cancelled")),
-                Err(e) => {
+                Err(TaskError::Cancelled) => self.info(format!("{title}: cancelled")),
+                Err(TaskError::Failed(e)) => {
                     self.labels_after_open = None;
                     self.error(format!("{title} failed: {e}"));
                 }
@@ -614,26 +617,28 @@ impl MedsegApp {
     }
 
     pub fn undo(&mut self) {
-        if self.stroke.is_some() {
-            return;
-        }
-        if let Some(d) = self.doc.as_mut() {
-            match d.undo() {
-                Some(name) => self.info(format!("Undid: {name}")),
-                None => self.info("Nothing to undo"),
-            }
-        }
+        self.history(false);
     }
 
     pub fn redo(&mut self) {
+        self.history(true);
+    }
+
+    fn history(&mut self, redo: bool) {
         if self.stroke.is_some() {
             return;
         }
-        if let Some(d) = self.doc.as_mut() {
-            match d.redo() {
-                Some(name) => self.info(format!("Redid: {name}")),
-                None => self.info("Nothing to redo"),
-            }
+        let Some(d) = self.doc.as_mut() else {
+            return;
+        };
+        let (done, nothing) = if redo {
+            (d.redo(), "Nothing to redo")
+        } else {
+            (d.undo(), "Nothing to undo")
+        };
+        match done {
+            Some(name) => self.info(format!("{}: {name}", if redo { "Redid" } else { "Undid" })),
+            None => self.info(nothing),
         }
     }
 

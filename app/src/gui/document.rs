@@ -507,30 +507,48 @@ impl Document {
     }
 
     pub fn undo(&mut self) -> Option<String> {
-        let mut labels = std::mem::take(&mut self.labels.labels);
-        let r = self.undo.undo(&mut labels).map(|(n, _)| n);
-        self.labels.labels = labels;
-        self.after_history(r)
+        self.step_history(false)
     }
 
     pub fn redo(&mut self) -> Option<String> {
-        let mut labels = std::mem::take(&mut self.labels.labels);
-        let r = self.undo.redo(&mut labels).map(|(n, _)| n);
-        self.labels.labels = labels;
-        self.after_history(r)
+        self.step_history(true)
     }
 
-    fn after_history(&mut self, r: Option<String>) -> Option<String> {
-        if r.is_some() {
-            self.generation += 1;
-            self.recount();
-            self.labels_reset = true;
-            self.unsaved = true;
-            for l in self.present_labels() {
-                self.ensure_label(l);
+    /// Undoes or redoes one step; counts, the GPU's dirty box and the label table follow the
+    /// step's own changes (its size, not the volume's).
+    fn step_history(&mut self, redo: bool) -> Option<String> {
+        let mut labels = std::mem::take(&mut self.labels.labels);
+        let step = if redo {
+            self.undo.redo(&mut labels)
+        } else {
+            self.undo.undo(&mut labels)
+        };
+        let Some((name, changes)) = step else {
+            self.labels.labels = labels;
+            return None;
+        };
+        let [nx, ny, _] = self.image.geometry.dims;
+        let mut appeared = Vec::new();
+        for c in changes {
+            let (from, to) = if redo { (c.old, c.new) } else { (c.new, c.old) };
+            self.counts[from as usize] -= 1;
+            if self.counts.len() <= to as usize {
+                self.counts.resize(to as usize + 1, 0);
+            }
+            self.counts[to as usize] += 1;
+            let i = c.index as usize;
+            DirtyBox::add(&mut self.dirty, [i % nx, (i / nx) % ny, i / (nx * ny)]);
+            if to != 0 && !appeared.contains(&to) {
+                appeared.push(to);
             }
         }
-        r
+        self.labels.labels = labels;
+        self.generation += 1;
+        self.unsaved = true;
+        for l in appeared {
+            self.ensure_label(l);
+        }
+        Some(name)
     }
 
     /// Paints a disc of `radius_mm` (in the plane's millimetres) centred on the continuous voxel

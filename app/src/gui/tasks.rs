@@ -6,16 +6,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
-use medseg_data::volume::{LabelMap, Volume};
+use super::document::Document;
+use medseg_data::volume::LabelMap;
 
 /// What a task produced.
 pub enum Outcome {
-    Image(Box<Volume>),
-    /// An image with labels that belong to it (a bundled sample) and the labels' names.
-    ImageWithLabels(Box<Volume>, Box<LabelMap>, Vec<String>),
+    /// An opened image, prepared as a document (window, counts) off the UI thread.
+    Document(Box<Document>),
+    /// A document with labels that belong to it (a bundled sample) and the labels' names.
+    DocumentWithLabels(Box<Document>, Box<LabelMap>, Vec<String>),
     Labels(Box<LabelMap>, std::path::PathBuf),
     /// A file was written (path, what).
     Saved(std::path::PathBuf, String),
+}
+
+/// Why a task ended without a result.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TaskError {
+    Cancelled,
+    Failed(String),
 }
 
 /// Messages from workers.
@@ -27,7 +36,7 @@ pub enum Message {
     },
     Finished {
         task: u64,
-        result: Result<Outcome, String>,
+        result: Result<Outcome, TaskError>,
     },
 }
 
@@ -119,7 +128,8 @@ impl Tasks {
             text: String::new(),
             cancel,
         });
-        std::thread::Builder::new()
+        let tx = self.tx.clone();
+        let spawned = std::thread::Builder::new()
             .name(format!("medseg-task-{id}"))
             .spawn(move || {
                 let result =
@@ -133,20 +143,27 @@ impl Tasks {
                             Err(format!("internal error: {what}"))
                         });
                 let result = if progress.cancelled() {
-                    Err("cancelled".to_string())
+                    Err(TaskError::Cancelled)
                 } else {
-                    result
+                    result.map_err(TaskError::Failed)
                 };
                 let _ = progress.tx.send(Message::Finished { task: id, result });
                 (progress.wake)();
-            })
-            .expect("spawning a worker thread");
+            });
+        if let Err(e) = spawned {
+            let _ = tx.send(Message::Finished {
+                task: id,
+                result: Err(TaskError::Failed(format!(
+                    "could not start a worker thread: {e}"
+                ))),
+            });
+        }
         id
     }
 
     /// Drains the workers' messages: progress updates the running list, finished tasks are
-    /// returned with their result (cancelled ones as `Err("cancelled")`).
-    pub fn poll(&mut self) -> Vec<(u64, String, Result<Outcome, String>)> {
+    /// returned with their result.
+    pub fn poll(&mut self) -> Vec<(u64, String, Result<Outcome, TaskError>)> {
         let mut done = Vec::new();
         while let Ok(m) = self.rx.try_recv() {
             match m {
@@ -184,7 +201,7 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    fn wait(tasks: &mut Tasks) -> Vec<(u64, String, Result<Outcome, String>)> {
+    fn wait(tasks: &mut Tasks) -> Vec<(u64, String, Result<Outcome, TaskError>)> {
         let t0 = Instant::now();
         let mut all = Vec::new();
         while !tasks.is_idle() && t0.elapsed() < Duration::from_secs(10) {
@@ -208,9 +225,13 @@ mod tests {
         tasks.running.iter().find(|r| r.id == id).unwrap().cancel();
         let mut done = wait(&mut tasks);
         done.sort_by_key(|d| d.0);
-        let errs: Vec<String> = done.into_iter().map(|d| d.2.err().unwrap()).collect();
-        assert_eq!(errs[0], "boom");
-        assert!(errs[1].contains("oops"), "{}", errs[1]);
-        assert_eq!(errs[2], "cancelled");
+        let errs: Vec<TaskError> = done.into_iter().map(|d| d.2.err().unwrap()).collect();
+        assert_eq!(errs[0], TaskError::Failed("boom".into()));
+        assert!(
+            matches!(&errs[1], TaskError::Failed(e) if e.contains("oops")),
+            "{:?}",
+            errs[1]
+        );
+        assert_eq!(errs[2], TaskError::Cancelled);
     }
 }
