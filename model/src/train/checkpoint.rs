@@ -326,7 +326,9 @@ pub fn load_state(
     let json = dir.join("state.json");
     let (mut net, meta) = load(&json, device)?;
     let saved = &meta["train"];
+    // The epoch count sets the cosine schedule, so it must match too.
     for (k, want) in [
+        ("epochs", cfg.epochs as u64),
         ("batch", cfg.batch as u64),
         ("size", cfg.size as u64),
         ("seed", cfg.seed),
