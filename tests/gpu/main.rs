@@ -6,6 +6,7 @@ mod fixtures;
 mod infer;
 mod networks;
 mod scan;
+mod sema;
 mod shaders;
 mod train;
 

@@ -1,3 +1,5 @@
 //! Hand-written GPU ops that burn's autodiff differentiates through our own backward kernels.
 
+pub mod launch;
 pub mod scan;
+pub mod sema;

@@ -2,3 +2,4 @@
 
 pub mod rfaconv;
 pub mod scan;
+pub mod sema;

@@ -2,81 +2,12 @@
 
 use super::geometry::{ScanGeometry, BACKWARD_WORKGROUP, CHANNEL_WORKGROUP};
 use super::{ScanConfig, ScanForward, ScanGrads, ScanKernels, ScanOps, ScanTensors};
+use crate::ops::launch::{empty, expect_len, launch};
 use crate::shaders::{self, ShaderFile};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::wgpu::{
-    into_contiguous, CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate,
-};
-use burn::cubecl::prelude::KernelId;
-use burn::cubecl::server::KernelArguments;
-use burn::cubecl::{CubeCount, CubeDim, ExecutionMode};
+use burn::backend::wgpu::{into_contiguous, CubeBackend, CubeTensor};
 use burn::tensor::{DType, Shape, Slice};
-
-/// One composed WGSL file as a CubeCL kernel.
-struct Wgsl {
-    file: &'static ShaderFile,
-}
-
-impl KernelSource for Wgsl {
-    fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(shaders::compose(self.file))
-    }
-
-    fn id(&self) -> KernelId {
-        // Unchecked: every loop of our kernels is bounded by construction, and the checked
-        // mode makes wgpu add a loop-bounding counter to each of them (hot loops included).
-        KernelId::new::<Self>()
-            .info(self.file.name)
-            .mode(ExecutionMode::Unchecked)
-    }
-
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
-}
-
-fn empty(like: &CubeTensor, dims: Vec<usize>) -> CubeTensor {
-    let shape = Shape::from(dims);
-    let bytes = (shape.num_elements() * DType::F32.size()).max(4);
-    let handle = like.client.empty(bytes);
-    CubeTensor::new_contiguous(
-        like.client.clone(),
-        like.device.clone(),
-        shape,
-        handle,
-        DType::F32,
-    )
-}
-
-/// The raw WGSL route runs without bounds checks, so every buffer's size is checked here
-/// against what the kernels index.
-fn expect_len(t: &CubeTensor, len: usize, name: &str) {
-    let have = t.meta.shape().num_elements();
-    assert_eq!(
-        have, len,
-        "scan kernel buffer '{name}' has {have} elements, {len} expected"
-    );
-}
-
-fn launch(
-    file: &'static ShaderFile,
-    workgroup: u32,
-    count: [usize; 3],
-    buffers: &[&CubeTensor],
-    params: &[u32],
-) {
-    let client = &buffers[0].client;
-    let params = client.create_from_slice(bytemuck::cast_slice(params));
-    // The parameter block is binding 0 of every scan kernel (scan_common.wgsl).
-    let mut bindings = vec![params.binding()];
-    bindings.extend(buffers.iter().map(|t| t.handle.clone().binding()));
-    client.launch(
-        Box::new(SourceKernel::new(Wgsl { file }, CubeDim::new_1d(workgroup))),
-        CubeCount::Static(count[0] as u32, count[1] as u32, count[2] as u32),
-        KernelArguments::new().with_buffers(bindings),
-    );
-}
 
 type Cb = CubeBackend;
 

@@ -1,0 +1,105 @@
+// @append sema_common.wgsl
+// SEMA window attention, backward for the queries. Per query token i of a window (one
+// invocation each), with P_ij = exp(s_ij - lse_i) recomputed from the forward's log-sum-exp:
+//   delta_i = do_i . o_i,   dS_ij = P_ij (do_i . v_j - delta_i),
+//   dq~_i = (1/sqrt(D)) sum_j dS_ij k~_j,   dq_i = R(-phi_i) dq~_i (RoPE is orthogonal).
+// Writes dq into channels [0, C) of dqk and delta_i for the key/value kernel.
+// Dispatch as sema_forward.wgsl.
+
+@group(0) @binding(2) var<storage, read_write> qk: array<f32>;
+@group(0) @binding(3) var<storage, read_write> v: array<f32>;
+@group(0) @binding(4) var<storage, read_write> o: array<f32>;
+@group(0) @binding(5) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dout: array<f32>;
+@group(0) @binding(7) var<storage, read_write> delta: array<f32>;
+@group(0) @binding(8) var<storage, read_write> dqk: array<f32>;
+
+var<workgroup> ks: array<f32, 1024>;
+var<workgroup> vs: array<f32, 1024>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let b = wid.z;
+    let h = wid.y;
+    let tiles = params[P_TILES];
+    let win = window_of(wid.x / tiles);
+    let t = (wid.x % tiles) * WG + lid;
+    let c = params[P_CHANNELS];
+    let n_tok = params[P_HEIGHT] * params[P_WIDTH];
+    let scale = bitcast<f32>(params[P_SCALE]);
+    let valid = t < win.count;
+
+    var q: array<f32, D>;
+    var dq: array<f32, D>;
+    var g: array<f32, D>;
+    var rc = vec2<u32>(0u, 0u);
+    var n = 0u;
+    var row_lse = 0.0;
+    var dlt = 0.0;
+    if (valid) {
+        rc = token_rc(win, t);
+        n = rc.x * params[P_WIDTH] + rc.y;
+        let base = (b * n_tok + n) * 2u * c + h * D;
+        for (var p = 0u; p < HALF; p++) {
+            let r = rotate(vec2<f32>(qk[base + 2u * p], qk[base + 2u * p + 1u]), rope_cs(h, p, rc), false);
+            q[2u * p] = r.x * scale;
+            q[2u * p + 1u] = r.y * scale;
+        }
+        let ob = (b * n_tok + n) * c + h * D;
+        for (var i = 0u; i < D; i++) {
+            g[i] = dout[ob + i];
+            dlt += g[i] * o[ob + i];
+        }
+        let li = (b * params[P_HEADS] + h) * n_tok + n;
+        row_lse = lse[li];
+        delta[li] = dlt;
+    }
+    for (var i = 0u; i < D; i++) {
+        dq[i] = 0.0;
+    }
+
+    let n_tiles = (win.count + TILE - 1u) / TILE;
+    for (var kt = 0u; kt < n_tiles; kt++) {
+        let first = kt * TILE;
+        let rows = min(TILE, win.count - first);
+        workgroupBarrier();
+        for (var idx = lid; idx < TILE * HALF; idx += WG) {
+            let j = idx / HALF;
+            let p = idx % HALF;
+            if (j < rows) {
+                let krc = token_rc(win, first + j);
+                let kn = krc.x * params[P_WIDTH] + krc.y;
+                let kb = (b * n_tok + kn) * 2u * c + c + h * D + 2u * p;
+                let r = rotate(vec2<f32>(qk[kb], qk[kb + 1u]), rope_cs(h, p, krc), false);
+                ks[j * D + 2u * p] = r.x;
+                ks[j * D + 2u * p + 1u] = r.y;
+                let vb = (b * n_tok + kn) * c + h * D + 2u * p;
+                vs[j * D + 2u * p] = v[vb];
+                vs[j * D + 2u * p + 1u] = v[vb + 1u];
+            }
+        }
+        workgroupBarrier();
+        if (valid) {
+            for (var j = 0u; j < rows; j++) {
+                var s = 0.0;
+                var dp = 0.0;
+                for (var i = 0u; i < D; i++) {
+                    s += q[i] * ks[j * D + i];
+                    dp += g[i] * vs[j * D + i];
+                }
+                let ds = exp(s - row_lse) * (dp - dlt);
+                for (var i = 0u; i < D; i++) {
+                    dq[i] += ds * ks[j * D + i];
+                }
+            }
+        }
+    }
+    if (valid) {
+        let base = (b * n_tok + n) * 2u * c + h * D;
+        for (var p = 0u; p < HALF; p++) {
+            let r = rotate(vec2<f32>(dq[2u * p], dq[2u * p + 1u]) * scale, rope_cs(h, p, rc), true);
+            dqk[base + 2u * p] = r.x;
+            dqk[base + 2u * p + 1u] = r.y;
+        }
+    }
+}

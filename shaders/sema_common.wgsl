@@ -1,0 +1,88 @@
+// Helpers shared by the SEMA window-attention kernels (sema_*.wgsl append this file).
+//
+// Layouts (f32, contiguous): qk (B, N, 2C) with q in channels [0, C) and k in [C, 2C); v and o
+// (B, N, C); lse, delta (B, heads, N); N = H * W tokens in row-major map order. Head h owns
+// channels [h*D, (h+1)*D). Windows are w_h x w_w tiles of the map, numbered row-major; windows
+// on the bottom and right edges are cut by the map (their missing keys count as masked).
+//
+// 2-D RoPE (MLLA): channel pair p = (2p, 2p+1) of the full C channels is rotated by the angle
+// row * theta_p for p < C/4 and col * theta_(p - C/4) otherwise. The host writes the table
+// rope[(pos * kmax + kappa) * 2 + {0, 1}] = (cos, sin)(pos * theta_kappa), kmax = C/4, pos
+// up to max(H, W) - 1, in double precision.
+
+@group(0) @binding(0) var<storage, read_write> params: array<u32>;
+// The RoPE table (below); binding 1 of every SEMA kernel.
+@group(0) @binding(1) var<storage, read_write> rope: array<f32>;
+
+const P_BATCH: u32 = 0u;
+const P_HEIGHT: u32 = 1u;
+const P_WIDTH: u32 = 2u;
+const P_CHANNELS: u32 = 3u;  // C
+const P_HEADS: u32 = 4u;
+const P_WIN_H: u32 = 5u;
+const P_WIN_W: u32 = 6u;
+const P_NWIN_X: u32 = 7u;    // windows per row of windows
+const P_TILES: u32 = 8u;     // workgroups per window (WG tokens each)
+const P_SCALE: u32 = 9u;     // f32 bits of 1/sqrt(D)
+const P_ROPE: u32 = 10u;     // 1: rotate q and k
+const P_KMAX: u32 = 11u;     // C / 4
+
+// Head dimension; the host substitutes the configured value into this line.
+const D: u32 = 32u;
+const HALF: u32 = D / 2u;
+// Invocations per workgroup, one token each.
+const WG: u32 = 64u;
+// Rows of a shared tile: two D-wide tiles of TILE rows fill 8 KiB of workgroup memory.
+const TILE: u32 = 1024u / D;
+
+struct Window {
+    row0: u32,
+    col0: u32,
+    // extent of this (possibly cut) window
+    eh: u32,
+    ew: u32,
+    count: u32,
+}
+
+fn window_of(index: u32) -> Window {
+    let wh = params[P_WIN_H];
+    let ww = params[P_WIN_W];
+    let nwx = params[P_NWIN_X];
+    var w: Window;
+    w.row0 = (index / nwx) * wh;
+    w.col0 = (index % nwx) * ww;
+    w.eh = min(wh, params[P_HEIGHT] - w.row0);
+    w.ew = min(ww, params[P_WIDTH] - w.col0);
+    w.count = w.eh * w.ew;
+    return w;
+}
+
+// Map row and column of the t-th token of a window.
+fn token_rc(w: Window, t: u32) -> vec2<u32> {
+    return vec2<u32>(w.row0 + t / w.ew, w.col0 + t % w.ew);
+}
+
+// (cos, sin) of the rotation of pair p of head h at map position rc (identity without RoPE).
+fn rope_cs(h: u32, p: u32, rc: vec2<u32>) -> vec2<f32> {
+    if (params[P_ROPE] == 0u) {
+        return vec2<f32>(1.0, 0.0);
+    }
+    let kmax = params[P_KMAX];
+    let gp = h * HALF + p;
+    var i: u32;
+    if (gp < kmax) {
+        i = (rc.x * kmax + gp) * 2u;
+    } else {
+        i = (rc.y * kmax + gp - kmax) * 2u;
+    }
+    return vec2<f32>(rope[i], rope[i + 1u]);
+}
+
+// (x0 + i x1) e^{i phi}, or e^{-i phi} with `inverse`.
+fn rotate(x: vec2<f32>, cs: vec2<f32>, inverse: bool) -> vec2<f32> {
+    var s = cs.y;
+    if (inverse) {
+        s = -s;
+    }
+    return vec2<f32>(x.x * cs.x - x.y * s, x.x * s + x.y * cs.x);
+}
