@@ -69,13 +69,20 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-    /// Train SA-UMamba or VM-UNet on a dataset folder (images/ + masks/) with the reference
-    /// protocol: official initialisation and augmentation, BceDice, AdamW, cosine 1e-3 → 1e-5.
+    /// Train SA-UMamba, VM-UNet or USEMA on a dataset folder (images/ + masks/) with the
+    /// reference protocol: official initialisation (USEMA: He) and augmentation, the network's
+    /// loss (BceDice; USEMA: deep-supervised Dice + CE), AdamW, cosine 1e-3 → 1e-5.
     /// Writes best/last checkpoints (safetensors + JSON) and history.json to OUT.
     Train {
-        /// sa-umamba or vm-unet.
+        /// sa-umamba, vm-unet or usema.
         #[arg(long, default_value = "sa-umamba")]
         model: String,
+        /// USEMA: SEMA window side (16 or 32 in the paper).
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        /// USEMA: drop SEMA's global mean-of-V term (the paper's ablation).
+        #[arg(long)]
+        no_mean_term: bool,
         /// Dataset folder with images/ and masks/ paired by name.
         #[arg(long)]
         data: PathBuf,
@@ -86,7 +93,7 @@ enum Command {
         epochs: usize,
         #[arg(long, default_value_t = 16)]
         batch: usize,
-        /// Input side (multiple of 32).
+        /// Input side (a multiple of the network's stride: 32; USEMA 2^(stages-1), 64 at 256).
         #[arg(long, default_value_t = 256)]
         size: usize,
         #[arg(long, default_value_t = 42)]
@@ -118,13 +125,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
-    /// Whole networks (paper configuration, 1 class, random weights): inference at batch 1 and
-    /// 16, forward+backward at batch 8, against the official code's H100 figures.
+    /// Whole networks (the configurations `medseg train` uses, random weights): inference at
+    /// batch 1 and 16, training steps (forward, backward, AdamW) at batch 8, against the
+    /// official code's H100 figures.
     Model {
-        /// Networks to time.
+        /// Networks to time (sa-umamba, vm-unet, usema).
         #[arg(long, value_delimiter = ',', default_values_t = ["sa-umamba".to_string(), "vm-unet".to_string()])]
         models: Vec<String>,
-        /// Input side in pixels (a multiple of 32).
+        /// Input side in pixels (a multiple of each network's stride: 32; USEMA 64 at 256).
         #[arg(long, default_value_t = 256)]
         size: usize,
         /// Timed runs per measurement (the median is reported).
@@ -300,6 +308,8 @@ fn bench_model(
 
 struct TrainArgs {
     model: String,
+    window: usize,
+    no_mean_term: bool,
     data: PathBuf,
     out: PathBuf,
     epochs: usize,
@@ -315,17 +325,23 @@ struct TrainArgs {
 
 fn train(a: TrainArgs) -> Result<(), String> {
     use medseg_data::dataset::{load_pairs, Dataset};
-    use medseg_model::nn::vm_unet::VmUnetConfig;
+    use medseg_model::nn::net::NetConfig;
     use medseg_model::train::trainer::{self, Event, TrainConfig, TrainState};
-    let net_cfg = match a.model.as_str() {
-        "sa-umamba" => VmUnetConfig::sa_umamba(1),
-        "vm-unet" => VmUnetConfig::paper(1),
-        other => return Err(format!("unknown model {other:?}; use sa-umamba or vm-unet")),
-    };
-    if a.size == 0 || !a.size.is_multiple_of(32) {
+    let mut net_cfg = NetConfig::by_name(&a.model, a.size)?;
+    if let NetConfig::Usema(c) = &mut net_cfg {
+        if a.window == 0 {
+            return Err("--window must be positive".into());
+        }
+        c.window = a.window;
+        c.mean_term = !a.no_mean_term;
+    } else if a.no_mean_term || a.window != 16 {
+        return Err("--window and --no-mean-term apply to --model usema only".into());
+    }
+    let stride = net_cfg.stride();
+    if a.size == 0 || !a.size.is_multiple_of(stride) {
         return Err(format!(
-            "--size {} must be a positive multiple of 32",
-            a.size
+            "--size {} must be a positive multiple of {stride} for {}",
+            a.size, a.model
         ));
     }
     let ds = Dataset::scan(&a.data).map_err(|e| e.to_string())?;
@@ -476,6 +492,8 @@ fn main() -> ExitCode {
         }
         Command::Train {
             model,
+            window,
+            no_mean_term,
             data,
             out,
             epochs,
@@ -491,6 +509,8 @@ fn main() -> ExitCode {
             resume: *resume,
             stop_after_minutes: *stop_after_minutes,
             model: model.clone(),
+            window: *window,
+            no_mean_term: *no_mean_term,
             data: data.clone(),
             out: out.clone(),
             epochs: *epochs,

@@ -257,15 +257,16 @@ impl ScanBench {
 }
 
 /// The official code on an H100 (BASELINE.md), paper configuration, 1 class, 256², fp32:
-/// (name, inference img/s at batch 16). (Its training steps, 88 and 115 img/s at batch 8, include
-/// AdamW, which ours do not have yet.)
-pub const MODEL_BASELINE_H100: [(&str, f64); 2] = [("sa-umamba", 353.0), ("vm-unet", 468.0)];
+/// The official code on an H100 (BASELINE.md): (name, inference img/s at batch 16, training
+/// img/s at batch 8 — forward, backward and AdamW step).
+pub const MODEL_BASELINE_H100: [(&str, f64, f64); 2] =
+    [("sa-umamba", 353.0, 88.0), ("vm-unet", 468.0, 115.0)];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelBenchRow {
     pub model: String,
-    /// "inference" (eval mode, no autodiff) or "forward+backward" (train mode, BceDice, autodiff;
-    /// no optimiser step).
+    /// "inference" (eval mode, no autodiff) or "train step" (train mode, the network's loss,
+    /// backward and the AdamW update).
     pub mode: String,
     pub batch: usize,
     pub median_ms: f64,
@@ -315,24 +316,27 @@ fn median_ms(
     Ok(times[times.len() / 2])
 }
 
-/// Whole networks (paper configuration, 1 class, random weights, `size`² inputs): inference
-/// latency at batch 1, inference throughput at batch 16, forward+backward throughput at batch 8.
+/// Whole networks (the configurations `medseg train` uses, random weights, `size`² inputs):
+/// inference latency at batch 1, inference throughput at batch 16, training steps (forward,
+/// backward, AdamW) at batch 8.
 pub fn bench_model(
     ctx: &GpuContext,
     models: &[String],
     size: usize,
     iters: usize,
 ) -> Result<ModelBench, String> {
-    use crate::nn::loss::bce_dice;
+    use crate::nn::net::{Net, NetConfig};
     use crate::nn::params::{Loader, RandomWeights};
-    use crate::nn::vm_unet::{VmUnet, VmUnetConfig};
+    use crate::train::{adamw::AdamW, optim::GpuAdamW};
     let mut rows = Vec::new();
     for name in models {
-        let config = match name.as_str() {
-            "sa-umamba" => VmUnetConfig::sa_umamba(1),
-            "vm-unet" => VmUnetConfig::paper(1),
-            other => return Err(format!("unknown model {other:?} (sa-umamba or vm-unet)")),
-        };
+        let config = NetConfig::by_name(name, size)?;
+        if !size.is_multiple_of(config.stride()) {
+            return Err(format!(
+                "{name} needs a size that is a multiple of {}",
+                config.stride()
+            ));
+        }
         // The official figures are for 256² inputs only.
         let baseline = MODEL_BASELINE_H100
             .iter()
@@ -355,15 +359,15 @@ pub fn bench_model(
             });
         };
         let dev = ctx.device.clone();
-        let mut net = VmUnet::load(
-            config.clone(),
+        let mut net = Net::load(
+            &config,
             &mut Loader::new(&mut RandomWeights { state: 1 }, dev.clone(), ""),
         )?;
         for batch in [1, 16] {
             let x =
                 Tensor::<4>::random([batch, 3, size, size], Distribution::Normal(0.0, 1.0), &dev);
             dev.memory_cleanup();
-            let ms = median_ms(ctx, iters, || net.forward(x.clone(), false).map(|_| ()))?;
+            let ms = median_ms(ctx, iters, || net.foreground(x.clone()).map(|_| ()))?;
             let base = if batch == 16 {
                 baseline.map(|b| b.1)
             } else {
@@ -373,10 +377,11 @@ pub fn bench_model(
         }
         drop(net);
         let ad = ctx.device.clone().autodiff();
-        let mut net = VmUnet::load(
-            config,
+        let mut net = Net::load(
+            &config,
             &mut Loader::new(&mut RandomWeights { state: 1 }, ad.clone(), ""),
         )?;
+        let mut opt = GpuAdamW::new(AdamW::official());
         let batch = 8;
         let x = Tensor::<4>::random([batch, 3, size, size], Distribution::Normal(0.0, 1.0), &ad);
         let target =
@@ -384,12 +389,17 @@ pub fn bench_model(
                 .round();
         ad.memory_cleanup();
         let ms = median_ms(ctx, iters, || {
-            let logits = net.forward(x.clone(), true)?;
-            let _grads = bce_dice(logits, target.clone()).backward();
+            let grads = net.train_loss(x.clone(), target.clone())?.backward();
+            opt.step(&mut net, &grads, 1e-3);
             Ok(())
         })?;
-        // BASELINE.md's training figure includes AdamW; ours has no optimiser step yet, so no ratio.
-        row("forward+backward", batch, ms, None, reserved(&ad));
+        row(
+            "train step",
+            batch,
+            ms,
+            baseline.map(|b| b.2),
+            reserved(&ad),
+        );
     }
     Ok(ModelBench {
         adapter: ctx.adapter.name.clone(),

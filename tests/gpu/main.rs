@@ -9,6 +9,7 @@ mod scan;
 mod sema;
 mod shaders;
 mod train;
+mod usema;
 
 use medseg_model::gpu::{gpu_required, GpuContext};
 use std::path::PathBuf;

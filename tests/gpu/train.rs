@@ -4,7 +4,7 @@
 use crate::{gpu, shared_dir, Lcg};
 use medseg_data::dataset::{load_pairs, Dataset};
 use medseg_model::fixtures::{tensor, values};
-use medseg_model::nn::loss::bce_dice;
+use medseg_model::nn::net::NetConfig;
 use medseg_model::nn::params::NamedParams;
 use medseg_model::nn::vm_unet::VmUnetConfig;
 use medseg_model::train::adamw::{AdamState, AdamW};
@@ -12,19 +12,19 @@ use medseg_model::train::checkpoint;
 use medseg_model::train::optim::{Cosine, GpuAdamW};
 use medseg_model::train::trainer::{self, Event, TrainConfig, TrainState};
 
-fn small(encoder_rsss: bool) -> VmUnetConfig {
+fn small(encoder_rsss: bool) -> NetConfig {
     let base = if encoder_rsss {
         VmUnetConfig::sa_umamba(1)
     } else {
         VmUnetConfig::paper(1)
     };
-    VmUnetConfig {
+    NetConfig::VmUnet(VmUnetConfig {
         dims: vec![16, 32, 64, 128],
         depths: vec![1, 1, 1, 1],
         depths_decoder: vec![1, 1, 1, 1],
         d_state: 8,
         ..base
-    }
+    })
 }
 
 /// Two AdamW steps on the GPU give the weights the f64 reference computes from the same
@@ -62,8 +62,7 @@ fn gpu_adamw_matches_the_f64_reference() {
         })
         .collect();
     for (step, lr) in [1e-3, 5e-4].into_iter().enumerate() {
-        let logits = net.forward(x.clone(), true).unwrap();
-        let grads = bce_dice(logits, y.clone()).backward();
+        let grads = net.train_loss(x.clone(), y.clone()).unwrap().backward();
         let mut named = Vec::new();
         net.named_params("", &mut named);
         let mut with_grad = 0;

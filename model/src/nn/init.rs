@@ -102,6 +102,53 @@ impl WeightSource for OfficialInit {
     }
 }
 
+/// USEMA's initialisation: nnU-Net's `InitWeights_He(1e-2)` for the U-Net's convolutions and
+/// transposed convolutions (weights N(0, 2/((1 + 0.01²)·fan_in)), fan_in = shape[1]·k·k,
+/// biases 0); MLLA's for the SEMA blocks: Linear N(0, 0.02²) with bias 0, and PyTorch's default
+/// U(±1/√fan_in) for weight and bias of the depthwise CPE/dwc/LePE convolutions (He-scaled
+/// depthwise kernels would triple the residual stream's variance at every CPE); norm scales 1,
+/// shifts 0.
+pub struct HeInit(OfficialInit);
+
+impl HeInit {
+    pub fn new(seed: u64) -> Self {
+        HeInit(OfficialInit::new(seed))
+    }
+}
+
+impl WeightSource for HeInit {
+    fn get(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
+        let n: usize = shape.iter().product();
+        Ok(match (last(name), shape.len()) {
+            // Depthwise (one input channel per group).
+            ("weight", 4) if shape[1] == 1 => {
+                let fan_in = shape[2] * shape[3];
+                self.0.conv_fan_in.insert(name.to_string(), fan_in);
+                self.0.symmetric(n, 1.0 / (fan_in as f64).sqrt())
+            }
+            ("weight", 4) => {
+                let fan_in = (shape[1] * shape[2] * shape[3]) as f64;
+                let std = (2.0 / ((1.0 + 1e-4) * fan_in)).sqrt();
+                self.0.normal(n, std)
+            }
+            ("weight", 2) => self.0.normal(n, 0.02),
+            ("weight", 1) => vec![1.0; n],
+            ("bias", 1) => {
+                let weight = format!("{}weight", name.strip_suffix("bias").unwrap_or(name));
+                match self.0.conv_fan_in.get(&weight) {
+                    Some(&fan_in) => self.0.symmetric(n, 1.0 / (fan_in as f64).sqrt()),
+                    None => vec![0.0; n],
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "{name}: no initialisation for a parameter of shape {shape:?}"
+                ))
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

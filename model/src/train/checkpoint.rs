@@ -6,8 +6,8 @@
 
 use super::optim::GpuAdamW;
 use super::trainer::{model_name, EpochReport, TrainConfig, TrainState, TrainSummary};
+use crate::nn::net::{Net, NetConfig};
 use crate::nn::params::{AnyParam, Loader, NamedParams, WeightSource};
-use crate::nn::vm_unet::{VmUnet, VmUnetConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -27,22 +27,11 @@ fn flat(p: &AnyParam) -> Result<(Vec<usize>, Vec<f32>), String> {
     Ok((shape, v))
 }
 
-fn config_json(cfg: &VmUnetConfig) -> serde_json::Value {
-    serde_json::json!({
-        "dims": cfg.dims,
-        "depths": cfg.depths,
-        "depths_decoder": cfg.depths_decoder,
-        "d_state": cfg.d_state,
-        "num_classes": cfg.num_classes,
-        "in_channels": cfg.in_channels,
-    })
-}
-
 /// `dir/tag.safetensors`: parameters, running statistics and `extra` (name, shape, values).
 fn write_weights(
     dir: &Path,
     tag: &str,
-    net: &mut VmUnet,
+    net: &mut Net,
     extra: Vec<(String, Vec<usize>, Vec<f32>)>,
 ) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -83,15 +72,15 @@ fn write_weights(
 pub fn save(
     dir: &Path,
     tag: &str,
-    net: &mut VmUnet,
-    cfg: &VmUnetConfig,
+    net: &mut Net,
+    cfg: &NetConfig,
     report: &EpochReport,
 ) -> Result<(), String> {
     write_weights(dir, tag, net, Vec::new())?;
     let meta = serde_json::json!({
         "format": "medseg checkpoint 1",
         "model": model_name(cfg),
-        "config": config_json(cfg),
+        "config": cfg.to_json(),
         "weights": format!("{tag}.safetensors"),
         "epoch": report,
     });
@@ -214,43 +203,13 @@ impl WeightSource for StoredWeights {
 }
 
 /// The network configuration written by [`save`].
-pub fn config_from_json(meta: &serde_json::Value) -> Result<VmUnetConfig, String> {
-    let c = &meta["config"];
-    let list = |k: &str| -> Result<Vec<usize>, String> {
-        c[k].as_array()
-            .ok_or(format!("config.{k} missing"))?
-            .iter()
-            .map(|v| {
-                v.as_u64()
-                    .map(|x| x as usize)
-                    .ok_or(format!("config.{k}: not a number"))
-            })
-            .collect()
-    };
-    let num = |k: &str| -> Result<usize, String> {
-        c[k].as_u64()
-            .map(|x| x as usize)
-            .ok_or(format!("config.{k} missing"))
-    };
-    let base = match meta["model"].as_str() {
-        Some("sa-umamba") => VmUnetConfig::sa_umamba(1),
-        Some("vm-unet") => VmUnetConfig::paper(1),
-        other => return Err(format!("unknown model {other:?}")),
-    };
-    Ok(VmUnetConfig {
-        dims: list("dims")?,
-        depths: list("depths")?,
-        depths_decoder: list("depths_decoder")?,
-        d_state: num("d_state")?,
-        num_classes: num("num_classes")?,
-        in_channels: num("in_channels")?,
-        ..base
-    })
+pub fn config_from_json(meta: &serde_json::Value) -> Result<NetConfig, String> {
+    NetConfig::from_json(meta["model"].as_str(), &meta["config"])
 }
 
 /// Loads a network saved by [`save`] (`tag.json` + its safetensors) onto `device`; refuses a
 /// checkpoint whose tensors do not match its configuration.
-pub fn load(json: &Path, device: &Device) -> Result<(VmUnet, serde_json::Value), String> {
+pub fn load(json: &Path, device: &Device) -> Result<(Net, serde_json::Value), String> {
     let meta: serde_json::Value = serde_json::from_slice(
         &std::fs::read(json).map_err(|e| format!("{}: {e}", json.display()))?,
     )
@@ -263,7 +222,7 @@ pub fn load(json: &Path, device: &Device) -> Result<(VmUnet, serde_json::Value),
     );
     let mut src = StoredWeights::new(read_tensors(&weights)?);
     src.ignore_prefix = Some("adam.".into());
-    let net = VmUnet::load(cfg, &mut Loader::new(&mut src, device.clone(), ""))?;
+    let net = Net::load(&cfg, &mut Loader::new(&mut src, device.clone(), ""))?;
     src.check(&weights.display().to_string())?;
     Ok((net, meta))
 }
@@ -272,7 +231,7 @@ pub fn load(json: &Path, device: &Device) -> Result<(VmUnet, serde_json::Value),
 /// (configuration, epoch, generator states, history) so a run can continue exactly.
 pub fn save_state(
     dir: &Path,
-    net: &mut VmUnet,
+    net: &mut Net,
     cfg: &TrainConfig,
     state: &TrainState,
 ) -> Result<(), String> {
@@ -298,7 +257,7 @@ pub fn save_state(
     let meta = serde_json::json!({
         "format": "medseg training state 1",
         "model": model_name(&cfg.net),
-        "config": config_json(&cfg.net),
+        "config": cfg.net.to_json(),
         "weights": "state.safetensors",
         "train": {
             "epochs": cfg.epochs, "batch": cfg.batch, "size": cfg.size, "seed": cfg.seed,
@@ -322,7 +281,7 @@ pub fn load_state(
     dir: &Path,
     cfg: &TrainConfig,
     device: &Device,
-) -> Result<(VmUnet, TrainState), String> {
+) -> Result<(Net, TrainState), String> {
     let json = dir.join("state.json");
     let (mut net, meta) = load(&json, device)?;
     let saved = &meta["train"];

@@ -1,16 +1,15 @@
-//! The training loop for VM-UNet / SA-UMamba on 2-D image/mask pairs: official preprocessing
-//! and augmentation, BceDice, backward through our kernels, GPU AdamW with the cosine schedule,
+//! The training loop for VM-UNet / SA-UMamba and USEMA on 2-D image/mask pairs: official
+//! preprocessing and augmentation, each network's loss (BceDice; USEMA's deep-supervised
+//! Dice + CE), backward through our kernels, GPU AdamW with the cosine schedule,
 //! pooled validation DSC each epoch, checkpoints (safetensors + JSON) of the best and the last
 //! epoch. Progress and cancel go through a callback, so the CLI and the app's training tab share
 //! it.
 
 use super::adamw::AdamW;
 use super::optim::{Cosine, GpuAdamW};
-use crate::nn::init::OfficialInit;
-use crate::nn::loss::bce_dice;
-use crate::nn::params::{Loader, NamedParams};
-use crate::nn::vm_unet::{BlockKind, VmUnet, VmUnetConfig};
-use burn::tensor::activation::sigmoid;
+use crate::nn::init::{HeInit, OfficialInit};
+use crate::nn::net::{Net, NetConfig};
+use crate::nn::params::{Loader, NamedParams, WeightSource};
 use burn::tensor::{Device, Tensor, TensorData};
 use medseg_data::dataset::Loaded;
 use medseg_data::preprocess::{resize_bilinear, Augment, Normalization, Sample, SeededRng};
@@ -21,24 +20,24 @@ use std::time::Instant;
 /// What to train and how.
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
-    pub net: VmUnetConfig,
+    pub net: NetConfig,
     pub epochs: usize,
     pub batch: usize,
-    /// Input side (multiple of 32).
+    /// Input side (a multiple of the network's stride).
     pub size: usize,
     pub seed: u64,
     pub optimizer: AdamW,
     pub schedule: Cosine,
     /// The official flips and rotation.
     pub augment: bool,
-    /// Stochastic depth (0.2 in the reference recipe).
+    /// Stochastic depth (0.2 in the reference recipe; VM-UNet / SA-UMamba only).
     pub drop_path: f64,
 }
 
 impl TrainConfig {
     /// The reference protocol (BASELINE.md): batch 16, 256², official AdamW, cosine over the
     /// run, official augmentation, seed 42.
-    pub fn reference(net: VmUnetConfig, epochs: usize) -> Self {
+    pub fn reference(net: NetConfig, epochs: usize) -> Self {
         TrainConfig {
             net,
             epochs,
@@ -161,9 +160,9 @@ fn scalar(t: Tensor<1>) -> Result<f64, String> {
     Ok(v.first().copied().unwrap_or(f32::NAN) as f64)
 }
 
-/// Pooled confusion counts (TP, FP, FN) of sigmoid(logits) > 0.5 against masks > 0.5.
+/// Pooled confusion counts (TP, FP, FN) of foreground probability > 0.5 against masks > 0.5.
 fn confusion(
-    net: &mut VmUnet,
+    net: &mut Net,
     val: &[Sample],
     batch: usize,
     device: &Device,
@@ -177,8 +176,7 @@ fn confusion(
     for chunk in val.chunks(batch.max(1)) {
         let refs: Vec<&Sample> = chunk.iter().collect();
         let (x, y) = batch_tensors(&refs, &device);
-        let logits = eval.forward(x, false)?;
-        let p = sigmoid(logits).greater_elem(0.5).float();
+        let p = eval.foreground(x)?.greater_elem(0.5).float();
         let y = y.greater_elem(0.5).float();
         let tp = (p.clone() * y.clone()).sum();
         let fp = (p.clone() * y.clone().neg().add_scalar(1.0)).sum();
@@ -190,10 +188,22 @@ fn confusion(
     Ok(acc)
 }
 
-/// Builds the network with the official initialisation on `device` (autodiff).
-pub fn init_network(cfg: &VmUnetConfig, seed: u64, device: &Device) -> Result<VmUnet, String> {
-    let mut init = OfficialInit::new(seed);
-    VmUnet::load(cfg.clone(), &mut Loader::new(&mut init, device.clone(), ""))
+/// Builds the network with its initialisation (VM-UNet / SA-UMamba: the official one;
+/// USEMA: He) on `device` (autodiff).
+pub fn init_network(cfg: &NetConfig, seed: u64, device: &Device) -> Result<Net, String> {
+    let mut official;
+    let mut he;
+    let init: &mut dyn WeightSource = match cfg {
+        NetConfig::VmUnet(_) => {
+            official = OfficialInit::new(seed);
+            &mut official
+        }
+        NetConfig::Usema(_) => {
+            he = HeInit::new(seed);
+            &mut he
+        }
+    };
+    Net::load(cfg, &mut Loader::new(init, device.clone(), ""))
 }
 
 /// Where a run stands between epochs: everything needed to continue it exactly.
@@ -224,7 +234,7 @@ impl TrainState {
 /// until the callback returns false. With `out`, writes `last.*` and `state.*` (to resume)
 /// every epoch, `best.*` when the validation DSC improves, and `history.json`.
 pub fn train(
-    net: &mut VmUnet,
+    net: &mut Net,
     cfg: &TrainConfig,
     state: &mut TrainState,
     train: &[Sample],
@@ -235,25 +245,27 @@ pub fn train(
     if train.is_empty() {
         return Err("no training samples".into());
     }
-    if !cfg.size.is_multiple_of(32)
+    let stride = cfg.net.stride();
+    if !cfg.size.is_multiple_of(stride)
         || train
             .iter()
             .chain(val)
             .any(|s| s.width != cfg.size || s.height != cfg.size)
     {
         return Err(format!(
-            "samples must be {0}×{0} with {0} a multiple of 32",
-            cfg.size
+            "samples must be {0}×{0} with {0} a multiple of {stride} ({1}'s stride)",
+            cfg.size,
+            cfg.net.name()
         ));
     }
-    let device = net.patch_embed.0.val().device();
+    let device = net.device();
     if !device.is_autodiff() {
         return Err("training needs an autodiff device".into());
     }
     let batch = cfg.batch.clamp(1, train.len());
     let steps = train.len() / batch;
     state.summary.cancelled = false;
-    net.drop_path = cfg.drop_path;
+    net.set_drop_path(cfg.drop_path);
     for epoch in state.next_epoch..cfg.epochs {
         let t0 = Instant::now();
         let lr = cfg.schedule.lr(epoch);
@@ -281,8 +293,7 @@ pub fn train(
             }
             let refs: Vec<&Sample> = picked.iter().collect();
             let (x, y) = batch_tensors(&refs, &device);
-            let logits = net.forward(x, true)?;
-            let loss = bce_dice(logits, y);
+            let loss = net.train_loss(x, y)?;
             let value = scalar(loss.clone().inner())?;
             if !value.is_finite() {
                 return Err(format!(
@@ -364,14 +375,11 @@ pub fn train(
 }
 
 /// Short name of a network configuration.
-pub fn model_name(cfg: &VmUnetConfig) -> &'static str {
-    match cfg.encoder_block {
-        BlockKind::Rsss => "sa-umamba",
-        BlockKind::Vss => "vm-unet",
-    }
+pub fn model_name(cfg: &NetConfig) -> &'static str {
+    cfg.name()
 }
 
 /// Parameter count (for reports).
-pub fn parameters(net: &mut VmUnet) -> usize {
+pub fn parameters(net: &mut Net) -> usize {
     net.param_count()
 }

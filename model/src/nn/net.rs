@@ -1,0 +1,213 @@
+//! The networks medseg trains and runs, behind one type: VM-UNet / SA-UMamba (sigmoid output,
+//! BceDice) and USEMA (softmax over classes with deep supervision, nnU-Net's Dice + CE). The
+//! trainer, checkpoints and benchmarks work on [`Net`]; each variant keeps its own loss.
+
+use super::loss::bce_dice;
+use super::params::{Loader, NamedParams, Visit};
+use super::usema::{deep_supervision_loss, Usema, UsemaConfig};
+use super::vm_unet::{BlockKind, VmUnet, VmUnetConfig};
+use burn::tensor::activation::{sigmoid, softmax};
+use burn::tensor::{Device, Tensor};
+use serde_json::{json, Value};
+
+/// Which network, with its sizes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetConfig {
+    VmUnet(VmUnetConfig),
+    Usema(UsemaConfig),
+}
+
+impl NetConfig {
+    /// The configuration `medseg train --model NAME` uses for binary segmentation of
+    /// `size`² RGB images.
+    pub fn by_name(name: &str, size: usize) -> Result<Self, String> {
+        Ok(match name {
+            "sa-umamba" => NetConfig::VmUnet(VmUnetConfig::sa_umamba(1)),
+            "vm-unet" => NetConfig::VmUnet(VmUnetConfig::paper(1)),
+            "usema" => NetConfig::Usema(UsemaConfig::default_for(size, 3, 2)),
+            other => {
+                return Err(format!(
+                    "unknown model {other:?}; use sa-umamba, vm-unet or usema"
+                ))
+            }
+        })
+    }
+
+    /// Short name ("sa-umamba", "vm-unet", "usema").
+    pub fn name(&self) -> &'static str {
+        match self {
+            NetConfig::VmUnet(c) => match c.encoder_block {
+                BlockKind::Rsss => "sa-umamba",
+                BlockKind::Vss => "vm-unet",
+            },
+            NetConfig::Usema(_) => "usema",
+        }
+    }
+
+    /// Inputs must be multiples of this on both axes.
+    pub fn stride(&self) -> usize {
+        match self {
+            NetConfig::VmUnet(_) => 32,
+            NetConfig::Usema(c) => c.stride(),
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        match self {
+            NetConfig::VmUnet(c) => json!({
+                "dims": c.dims,
+                "depths": c.depths,
+                "depths_decoder": c.depths_decoder,
+                "d_state": c.d_state,
+                "num_classes": c.num_classes,
+                "in_channels": c.in_channels,
+            }),
+            NetConfig::Usema(c) => json!({
+                "features": c.features,
+                "window": c.window,
+                "head_dim": c.head_dim,
+                "mean_term": c.mean_term,
+                "rope": c.rope,
+                "decoder_blocks": c.decoder_blocks,
+                "num_classes": c.num_classes,
+                "in_channels": c.in_channels,
+            }),
+        }
+    }
+
+    /// The configuration of a checkpoint's `model` and `config` entries.
+    pub fn from_json(model: Option<&str>, c: &Value) -> Result<Self, String> {
+        let list = |k: &str| -> Result<Vec<usize>, String> {
+            c[k].as_array()
+                .ok_or(format!("config.{k} missing"))?
+                .iter()
+                .map(|v| {
+                    v.as_u64()
+                        .map(|x| x as usize)
+                        .ok_or(format!("config.{k}: not a number"))
+                })
+                .collect()
+        };
+        let num = |k: &str| -> Result<usize, String> {
+            c[k].as_u64()
+                .map(|x| x as usize)
+                .ok_or(format!("config.{k} missing"))
+        };
+        let flag = |k: &str| -> Result<bool, String> {
+            c[k].as_bool().ok_or(format!("config.{k} missing"))
+        };
+        let vm = |base: VmUnetConfig| -> Result<Self, String> {
+            Ok(NetConfig::VmUnet(VmUnetConfig {
+                dims: list("dims")?,
+                depths: list("depths")?,
+                depths_decoder: list("depths_decoder")?,
+                d_state: num("d_state")?,
+                num_classes: num("num_classes")?,
+                in_channels: num("in_channels")?,
+                ..base
+            }))
+        };
+        match model {
+            Some("sa-umamba") => vm(VmUnetConfig::sa_umamba(1)),
+            Some("vm-unet") => vm(VmUnetConfig::paper(1)),
+            Some("usema") => Ok(NetConfig::Usema(UsemaConfig {
+                in_channels: num("in_channels")?,
+                num_classes: num("num_classes")?,
+                features: list("features")?,
+                window: num("window")?,
+                head_dim: num("head_dim")?,
+                mean_term: flag("mean_term")?,
+                rope: flag("rope")?,
+                decoder_blocks: num("decoder_blocks")?,
+            })),
+            other => Err(format!("unknown model {other:?}")),
+        }
+    }
+}
+
+/// A network of any kind.
+#[derive(Debug, Clone)]
+pub enum Net {
+    VmUnet(Box<VmUnet>),
+    Usema(Box<Usema>),
+}
+
+impl Net {
+    pub fn load(cfg: &NetConfig, w: &mut Loader) -> Result<Self, String> {
+        Ok(match cfg {
+            NetConfig::VmUnet(c) => Net::VmUnet(Box::new(VmUnet::load(c.clone(), w)?)),
+            NetConfig::Usema(c) => Net::Usema(Box::new(Usema::load(c.clone(), w)?)),
+        })
+    }
+
+    pub fn config(&self) -> NetConfig {
+        match self {
+            Net::VmUnet(n) => NetConfig::VmUnet(n.config.clone()),
+            Net::Usema(n) => NetConfig::Usema(n.config.clone()),
+        }
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> Device {
+        match self {
+            Net::VmUnet(n) => n.patch_embed.0.val().device(),
+            Net::Usema(n) => n.stem.conv1.weight.val().device(),
+        }
+    }
+
+    /// Stochastic depth while training (VM-UNet / SA-UMamba; USEMA's recipe has none).
+    pub fn set_drop_path(&mut self, rate: f64) {
+        if let Net::VmUnet(n) = self {
+            n.drop_path = rate;
+        }
+    }
+
+    /// The training loss of a batch: images (B, C, H, W), masks (B, 1, H, W) in [0, 1]
+    /// (soft at resized edges). VM-UNet / SA-UMamba: BceDice on the soft mask; USEMA: deep
+    /// supervision with Dice + CE against the mask thresholded at 0.5.
+    pub fn train_loss(&mut self, x: Tensor<4>, mask: Tensor<4>) -> Result<Tensor<1>, String> {
+        match self {
+            Net::VmUnet(n) => Ok(bce_dice(n.forward(x, true)?, mask)),
+            Net::Usema(n) => {
+                let y = mask.greater_elem(0.5).float();
+                let onehot = Tensor::cat(vec![y.clone().neg().add_scalar(1.0), y], 1);
+                let outputs = n.forward(x)?;
+                let weights = n.config.supervision_weights();
+                Ok(deep_supervision_loss(&outputs, onehot, &weights))
+            }
+        }
+    }
+
+    /// Foreground probability (B, 1, H, W) in inference mode.
+    pub fn foreground(&mut self, x: Tensor<4>) -> Result<Tensor<4>, String> {
+        match self {
+            Net::VmUnet(n) => Ok(sigmoid(n.forward(x, false)?)),
+            Net::Usema(n) => {
+                let logits = n
+                    .forward(x)?
+                    .into_iter()
+                    .next()
+                    .ok_or("USEMA produced no output")?;
+                // P(not background) = 1 − P(background) (USEMA has K ≥ 2 classes).
+                Ok(softmax(logits, 1).narrow(1, 0, 1).neg().add_scalar(1.0))
+            }
+        }
+    }
+
+    /// Non-trainable state (BatchNorm running statistics) by name.
+    pub fn named_buffers(&self, prefix: &str) -> Vec<(String, Tensor<1>)> {
+        match self {
+            Net::VmUnet(n) => n.named_buffers(prefix),
+            Net::Usema(_) => Vec::new(),
+        }
+    }
+}
+
+impl NamedParams for Net {
+    fn visit_params(&mut self, prefix: &str, out: &mut Visit<'_>) {
+        match self {
+            Net::VmUnet(n) => n.visit_params(prefix, out),
+            Net::Usema(n) => n.visit_params(prefix, out),
+        }
+    }
+}
