@@ -27,6 +27,7 @@ pub const SCAN_FORWARD: ShaderFile = shader!("scan_forward.wgsl");
 pub const SCAN_BACKWARD_REDUCE: ShaderFile = shader!("scan_backward_reduce.wgsl");
 pub const SCAN_BACKWARD: ShaderFile = shader!("scan_backward.wgsl");
 pub const COPY: ShaderFile = shader!("copy.wgsl");
+pub const ADAMW: ShaderFile = shader!("adamw.wgsl");
 pub const SEMA_COMMON: ShaderFile = shader!("sema_common.wgsl");
 pub const SEMA_FORWARD: ShaderFile = shader!("sema_forward.wgsl");
 pub const SEMA_BACKWARD_Q: ShaderFile = shader!("sema_backward_q.wgsl");
@@ -41,6 +42,7 @@ pub const ALL: &[ShaderFile] = &[
     SCAN_BACKWARD_REDUCE,
     SCAN_BACKWARD,
     COPY,
+    ADAMW,
     SEMA_COMMON,
     SEMA_FORWARD,
     SEMA_BACKWARD_Q,

@@ -1,5 +1,6 @@
 //! Hand-written GPU ops that burn's autodiff differentiates through our own backward kernels.
 
+pub mod adamw;
 pub mod launch;
 pub mod scan;
 pub mod sema;

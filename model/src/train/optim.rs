@@ -1,10 +1,11 @@
 //! AdamW on the GPU over a module's named parameters, and the cosine learning-rate schedule.
-//! The update is the same arithmetic as the f64 reference in [`super::adamw`], on burn tensors
-//! (fused by burn into WGSL kernels); moments live on the device, flattened, keyed by the
-//! parameter's official name.
+//! The update is the same arithmetic as the f64 reference in [`super::adamw`], one WGSL kernel
+//! launch per parameter tensor (`shaders/adamw.wgsl`); moments live on the device, flattened,
+//! keyed by the parameter's official name.
 
 use super::adamw::AdamW;
 use crate::nn::params::NamedParams;
+use crate::ops::adamw::{adamw_update, AdamwStep};
 use burn::tensor::{Gradients, Tensor};
 use std::collections::HashMap;
 
@@ -39,9 +40,7 @@ impl GpuAdamW {
     pub fn step(&mut self, module: &mut dyn NamedParams, grads: &Gradients, lr: f64) -> usize {
         self.step += 1;
         let c = self.config;
-        let t = self.step as i32;
-        let bc1 = 1.0 - c.beta1.powi(t);
-        let bc2 = 1.0 - c.beta2.powi(t);
+        let scalars = AdamwStep::new(lr, c.beta1, c.beta2, c.eps, c.weight_decay, self.step);
         let mut updated = 0;
         let moments = &mut self.moments;
         module.visit_params("", &mut |name, mut p| {
@@ -53,11 +52,7 @@ impl GpuAdamW {
                 m: w.zeros_like(),
                 v: w.zeros_like(),
             });
-            let m = st.m.clone().mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
-            let v = st.v.clone().mul_scalar(c.beta2) + g.square().mul_scalar(1.0 - c.beta2);
-            let denom = v.clone().div_scalar(bc2).sqrt().add_scalar(c.eps);
-            let new =
-                w.mul_scalar(1.0 - lr * c.weight_decay) - m.clone().div(denom).mul_scalar(lr / bc1);
+            let (new, m, v) = adamw_update(w, g, st.m.clone(), st.v.clone(), scalars);
             st.m = m;
             st.v = v;
             p.set_flat(new);
