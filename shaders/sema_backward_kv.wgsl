@@ -7,17 +7,15 @@
 // Reads delta from sema_backward_q.wgsl; writes dk into channels [C, 2C) of dqk, and dv.
 // Dispatch as sema_forward.wgsl (the window's tokens now act as keys).
 
-@group(0) @binding(2) var<storage, read_write> qk: array<f32>;
-@group(0) @binding(3) var<storage, read_write> v: array<f32>;
+// Bindings 0-3 (params, rope, qk, v) and the shared tiles are declared in sema_common.wgsl.
 @group(0) @binding(4) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dout: array<f32>;
 @group(0) @binding(6) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dqk: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dv: array<f32>;
 
-// Queries (rotated, scaled) and their output gradients, TILE rows each, then lse and delta.
-var<workgroup> qs: array<f32, 1024>;
-var<workgroup> gs: array<f32, 1024>;
+// Queries (rotated, scaled) go to tile_a and their output gradients to tile_b, TILE rows
+// each; then their lse and delta.
 var<workgroup> rows_lse: array<f32, TILE>;
 var<workgroup> rows_delta: array<f32, TILE>;
 
@@ -72,11 +70,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 let qn = qrc.x * params[P_WIDTH] + qrc.y;
                 let qb = (b * n_tok + qn) * 2u * c + h * D + 2u * p;
                 let r = rotate(vec2<f32>(qk[qb], qk[qb + 1u]), rope_cs(h, p, qrc), false);
-                qs[i * D + 2u * p] = r.x * scale;
-                qs[i * D + 2u * p + 1u] = r.y * scale;
+                tile_a[i * D + 2u * p] = r.x * scale;
+                tile_a[i * D + 2u * p + 1u] = r.y * scale;
                 let gb = (b * n_tok + qn) * c + h * D + 2u * p;
-                gs[i * D + 2u * p] = dout[gb];
-                gs[i * D + 2u * p + 1u] = dout[gb + 1u];
+                tile_b[i * D + 2u * p] = dout[gb];
+                tile_b[i * D + 2u * p + 1u] = dout[gb + 1u];
                 if (p == 0u) {
                     let li = (b * heads + h) * n_tok + qn;
                     rows_lse[i] = lse[li];
@@ -90,15 +88,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 var s = 0.0;
                 var dp = 0.0;
                 for (var x = 0u; x < D; x++) {
-                    s += qs[i * D + x] * k[x];
-                    dp += gs[i * D + x] * vj[x];
+                    s += tile_a[i * D + x] * k[x];
+                    dp += tile_b[i * D + x] * vj[x];
                 }
                 let pr = exp(s - rows_lse[i]);
                 let ds = pr * (dp - rows_delta[i]);
                 for (var x = 0u; x < D; x++) {
-                    dvj[x] += pr * gs[i * D + x];
-                    // q~ in qs carries the 1/sqrt(D) already.
-                    dk[x] += ds * qs[i * D + x];
+                    dvj[x] += pr * tile_b[i * D + x];
+                    // q~ in tile_a carries the 1/sqrt(D) already.
+                    dk[x] += ds * tile_a[i * D + x];
                 }
             }
         }

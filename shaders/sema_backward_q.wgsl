@@ -6,16 +6,12 @@
 // Writes dq into channels [0, C) of dqk and delta_i for the key/value kernel.
 // Dispatch as sema_forward.wgsl.
 
-@group(0) @binding(2) var<storage, read_write> qk: array<f32>;
-@group(0) @binding(3) var<storage, read_write> v: array<f32>;
+// Bindings 0-3 (params, rope, qk, v) and the shared tiles are declared in sema_common.wgsl.
 @group(0) @binding(4) var<storage, read_write> o: array<f32>;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dout: array<f32>;
 @group(0) @binding(7) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dqk: array<f32>;
-
-var<workgroup> ks: array<f32, 1024>;
-var<workgroup> vs: array<f32, 1024>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -63,33 +59,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let first = kt * TILE;
         let rows = min(TILE, win.count - first);
         workgroupBarrier();
-        for (var idx = lid; idx < TILE * HALF; idx += WG) {
-            let j = idx / HALF;
-            let p = idx % HALF;
-            if (j < rows) {
-                let krc = token_rc(win, first + j);
-                let kn = krc.x * params[P_WIDTH] + krc.y;
-                let kb = (b * n_tok + kn) * 2u * c + c + h * D + 2u * p;
-                let r = rotate(vec2<f32>(qk[kb], qk[kb + 1u]), rope_cs(h, p, krc), false);
-                ks[j * D + 2u * p] = r.x;
-                ks[j * D + 2u * p + 1u] = r.y;
-                let vb = (b * n_tok + kn) * c + h * D + 2u * p;
-                vs[j * D + 2u * p] = v[vb];
-                vs[j * D + 2u * p + 1u] = v[vb + 1u];
-            }
-        }
+        load_key_tile(b, h, win, first, rows, lid);
         workgroupBarrier();
         if (valid) {
             for (var j = 0u; j < rows; j++) {
                 var s = 0.0;
                 var dp = 0.0;
                 for (var i = 0u; i < D; i++) {
-                    s += q[i] * ks[j * D + i];
-                    dp += g[i] * vs[j * D + i];
+                    s += q[i] * tile_a[j * D + i];
+                    dp += g[i] * tile_b[j * D + i];
                 }
                 let ds = exp(s - row_lse) * (dp - dlt);
                 for (var i = 0u; i < D; i++) {
-                    dq[i] += ds * ks[j * D + i];
+                    dq[i] += ds * tile_a[j * D + i];
                 }
             }
         }

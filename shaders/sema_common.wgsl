@@ -13,6 +13,8 @@
 @group(0) @binding(0) var<storage, read_write> params: array<u32>;
 // The RoPE table (below); binding 1 of every SEMA kernel.
 @group(0) @binding(1) var<storage, read_write> rope: array<f32>;
+@group(0) @binding(2) var<storage, read_write> qk: array<f32>;
+@group(0) @binding(3) var<storage, read_write> v: array<f32>;
 
 const P_BATCH: u32 = 0u;
 const P_HEIGHT: u32 = 1u;
@@ -85,4 +87,31 @@ fn rotate(x: vec2<f32>, cs: vec2<f32>, inverse: bool) -> vec2<f32> {
         s = -s;
     }
     return vec2<f32>(x.x * cs.x - x.y * s, x.x * s + x.y * cs.x);
+}
+
+// Two tiles of TILE rows x D channels in workgroup memory (8 KiB together): keys and values in
+// the forward and query kernels, queries and output gradients in the key kernel.
+var<workgroup> tile_a: array<f32, 1024>;
+var<workgroup> tile_b: array<f32, 1024>;
+
+// Tokens first .. first + rows of window `win`, head h, batch b: RoPE-rotated keys into tile_a
+// and values into tile_b, one channel pair per step of each invocation.
+fn load_key_tile(b: u32, h: u32, win: Window, first: u32, rows: u32, lid: u32) {
+    let c = params[P_CHANNELS];
+    let n_tok = params[P_HEIGHT] * params[P_WIDTH];
+    for (var idx = lid; idx < TILE * HALF; idx += WG) {
+        let j = idx / HALF;
+        let p = idx % HALF;
+        if (j < rows) {
+            let krc = token_rc(win, first + j);
+            let kn = krc.x * params[P_WIDTH] + krc.y;
+            let kb = (b * n_tok + kn) * 2u * c + c + h * D + 2u * p;
+            let r = rotate(vec2<f32>(qk[kb], qk[kb + 1u]), rope_cs(h, p, krc), false);
+            tile_a[j * D + 2u * p] = r.x;
+            tile_a[j * D + 2u * p + 1u] = r.y;
+            let vb = (b * n_tok + kn) * c + h * D + 2u * p;
+            tile_b[j * D + 2u * p] = v[vb];
+            tile_b[j * D + 2u * p + 1u] = v[vb + 1u];
+        }
+    }
 }
