@@ -2,8 +2,7 @@
 //! [`TileModel`], so any image or volume is segmented tile by tile (overlap, Gaussian weighting,
 //! progress and cancel come from `medseg_data::sliding`).
 
-use crate::nn::vm_unet::VmUnet;
-use burn::tensor::activation::{sigmoid, softmax};
+use crate::nn::net::Net;
 use burn::tensor::{Device, Tensor, TensorData};
 use medseg_data::sliding::{predict_image, Progress, SlidingWindow, TileModel};
 
@@ -15,9 +14,9 @@ const BYTES_PER_256_TILE: u64 = 160 << 20;
 pub const MAX_TILE_BATCH: usize = 16;
 
 /// A network ready to segment: square tiles of `tile` pixels, probabilities out (sigmoid for one
-/// class, softmax over classes otherwise).
+/// class, softmax over classes otherwise; USEMA: its full-resolution output).
 pub struct Segmenter {
-    net: VmUnet,
+    net: Net,
     device: Device,
     tile: usize,
     max_batch: usize,
@@ -30,17 +29,21 @@ pub fn batch_for_budget(tile: usize, memory_budget: u64) -> usize {
 }
 
 impl Segmenter {
-    /// `tile` must be a positive multiple of 32 (the network's stride); `memory_budget` is the
-    /// device memory the caller lets inference use, which sets the tile batch.
+    /// `tile` must be a positive multiple of the network's stride (32; USEMA 2^(stages−1));
+    /// `memory_budget` is the device memory the caller lets inference use, which sets the tile
+    /// batch.
     pub fn new(
-        net: VmUnet,
+        net: impl Into<Net>,
         device: Device,
         tile: usize,
         memory_budget: u64,
     ) -> Result<Self, String> {
-        if tile == 0 || !tile.is_multiple_of(32) {
+        let net = net.into();
+        let stride = net.config().stride();
+        if tile == 0 || !tile.is_multiple_of(stride) {
             return Err(format!(
-                "the tile size must be a positive multiple of 32, is {tile}"
+                "the tile size must be a positive multiple of {stride} for {}, is {tile}",
+                net.config().name()
             ));
         }
         Ok(Segmenter {
@@ -52,7 +55,7 @@ impl Segmenter {
     }
 
     pub fn classes(&self) -> usize {
-        self.net.config.num_classes
+        self.net.classes()
     }
 
     /// Class probabilities (classes × h × w) of an interleaved (h × w × channels), normalised image.
@@ -74,11 +77,11 @@ impl TileModel for Segmenter {
     }
 
     fn in_channels(&self) -> usize {
-        self.net.config.in_channels
+        self.net.in_channels()
     }
 
     fn out_channels(&self) -> usize {
-        self.net.config.num_classes
+        self.net.classes()
     }
 
     fn max_batch(&self) -> usize {
@@ -86,7 +89,7 @@ impl TileModel for Segmenter {
     }
 
     fn predict(&mut self, tiles: &[f32], batch: usize) -> Result<Vec<f32>, String> {
-        let (c, t) = (self.net.config.in_channels, self.tile);
+        let (c, t) = (self.net.in_channels(), self.tile);
         if tiles.len() != batch * c * t * t {
             return Err(format!(
                 "{} values for {batch} tile(s) of {c}×{t}×{t}",
@@ -103,13 +106,8 @@ impl TileModel for Segmenter {
             TensorData::new(tiles.to_vec(), [batch, c, t, t]),
             &self.device,
         );
-        let logits = self.net.forward(x, false)?;
-        let probs = if self.net.config.num_classes == 1 {
-            sigmoid(logits)
-        } else {
-            softmax(logits, 1)
-        };
-        probs
+        self.net
+            .probabilities(x)?
             .into_data()
             .convert::<f32>()
             .try_into_vec::<f32>()

@@ -113,3 +113,59 @@ fn any_size_gives_probabilities_and_progress() {
     .unwrap();
     assert!(Segmenter::new(net, ctx.device.clone(), 48, 1 << 30).is_err());
 }
+
+/// USEMA through the same API: one 64² tile equals the softmax of its full-resolution output,
+/// and a tile that is not a multiple of its stride is refused.
+#[test]
+fn usema_segments_through_the_same_api() {
+    use medseg_model::nn::usema::{Usema, UsemaConfig};
+    let Some(ctx) = gpu() else { return };
+    let cfg = UsemaConfig {
+        features: vec![16, 32, 64],
+        head_dim: 16,
+        window: 8,
+        ..UsemaConfig::default_for(64, 3, 2)
+    };
+    let build = || {
+        Usema::load(
+            cfg.clone(),
+            &mut Loader::new(&mut RandomWeights { state: 5 }, ctx.device.clone(), ""),
+        )
+        .unwrap()
+    };
+    // Three stages: stride 4.
+    let e = Segmenter::new(build(), ctx.device.clone(), 30, 1 << 30)
+        .err()
+        .expect("30 is not a multiple of the stride");
+    assert!(e.contains("multiple of 4 for usema, is 30"), "{e}");
+    let (w, h) = (64, 64);
+    let mut rng = Lcg(6);
+    let image: Vec<f32> = (0..w * h * 3).map(|_| rng.uniform() as f32).collect();
+    let mut seg = Segmenter::new(build(), ctx.device.clone(), 64, 1 << 30).unwrap();
+    assert_eq!(seg.classes(), 2);
+    let probs = seg
+        .predict(&image, w, h, &SlidingWindow::default(), &mut |_, _| true)
+        .unwrap();
+    let mut nchw = vec![0.0f32; w * h * 3];
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                nchw[(c * h + y) * w + x] = image[(y * w + x) * 3 + c];
+            }
+        }
+    }
+    let x = Tensor::<4>::from_data(TensorData::new(nchw, [1, 3, h, w]), &ctx.device);
+    let logits = build().forward(x).unwrap().remove(0);
+    let direct: Vec<f32> = burn::tensor::activation::softmax(logits, 1)
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap();
+    assert_eq!(probs.len(), direct.len());
+    let worst = probs
+        .iter()
+        .zip(&direct)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "worst difference {worst}");
+}

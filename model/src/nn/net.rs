@@ -194,12 +194,56 @@ impl Net {
         }
     }
 
+    /// Class probabilities (B, K, H, W) in inference mode: sigmoid for one class, softmax
+    /// otherwise (USEMA: of its full-resolution output).
+    pub fn probabilities(&mut self, x: Tensor<4>) -> Result<Tensor<4>, String> {
+        let logits = match self {
+            Net::VmUnet(n) => n.forward(x, false)?,
+            Net::Usema(n) => n
+                .forward(x)?
+                .into_iter()
+                .next()
+                .ok_or("USEMA produced no output")?,
+        };
+        Ok(if logits.dims()[1] == 1 {
+            sigmoid(logits)
+        } else {
+            softmax(logits, 1)
+        })
+    }
+
+    pub fn in_channels(&self) -> usize {
+        match self {
+            Net::VmUnet(n) => n.config.in_channels,
+            Net::Usema(n) => n.config.in_channels,
+        }
+    }
+
+    pub fn classes(&self) -> usize {
+        match self {
+            Net::VmUnet(n) => n.config.num_classes,
+            Net::Usema(n) => n.config.num_classes,
+        }
+    }
+
     /// Non-trainable state (BatchNorm running statistics) by name.
     pub fn named_buffers(&self, prefix: &str) -> Vec<(String, Tensor<1>)> {
         match self {
             Net::VmUnet(n) => n.named_buffers(prefix),
             Net::Usema(_) => Vec::new(),
         }
+    }
+}
+
+impl From<VmUnet> for Net {
+    fn from(n: VmUnet) -> Self {
+        Net::VmUnet(Box::new(n))
+    }
+}
+
+impl From<Usema> for Net {
+    fn from(n: Usema) -> Self {
+        Net::Usema(Box::new(n))
     }
 }
 
