@@ -42,11 +42,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         rc = token_rc(win, t);
         n = rc.x * params[P_WIDTH] + rc.y;
         let kb = (b * n_tok + n) * 2u * c + c + h * D;
-        for (var p = 0u; p < HALF; p++) {
-            let r = rotate(vec2<f32>(qk[kb + 2u * p], qk[kb + 2u * p + 1u]), rope_cs(h, p, rc), false);
-            k[2u * p] = r.x;
-            k[2u * p + 1u] = r.y;
-        }
+        k = load_rotated(kb, h, rc, 1.0);
         let vb = (b * n_tok + n) * c + h * D;
         for (var i = 0u; i < D; i++) {
             vj[i] = v[vb + i];

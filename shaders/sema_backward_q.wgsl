@@ -36,11 +36,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         rc = token_rc(win, t);
         n = rc.x * params[P_WIDTH] + rc.y;
         let base = (b * n_tok + n) * 2u * c + h * D;
-        for (var p = 0u; p < HALF; p++) {
-            let r = rotate(vec2<f32>(qk[base + 2u * p], qk[base + 2u * p + 1u]), rope_cs(h, p, rc), false);
-            q[2u * p] = r.x * scale;
-            q[2u * p + 1u] = r.y * scale;
-        }
+        q = load_rotated(base, h, rc, scale);
         let ob = (b * n_tok + n) * c + h * D;
         for (var i = 0u; i < D; i++) {
             g[i] = dout[ob + i];

@@ -89,6 +89,18 @@ fn rotate(x: vec2<f32>, cs: vec2<f32>, inverse: bool) -> vec2<f32> {
     return vec2<f32>(x.x * cs.x - x.y * s, x.x * s + x.y * cs.x);
 }
 
+// Head h's D channels of q or k starting at word `base` of qk, for the token at map position
+// rc: RoPE-rotated and multiplied by `scale`.
+fn load_rotated(base: u32, h: u32, rc: vec2<u32>, scale: f32) -> array<f32, D> {
+    var x: array<f32, D>;
+    for (var p = 0u; p < HALF; p++) {
+        let r = rotate(vec2<f32>(qk[base + 2u * p], qk[base + 2u * p + 1u]), rope_cs(h, p, rc), false);
+        x[2u * p] = r.x * scale;
+        x[2u * p + 1u] = r.y * scale;
+    }
+    return x;
+}
+
 // Two tiles of TILE rows x D channels in workgroup memory (8 KiB together): keys and values in
 // the forward and query kernels, queries and output gradients in the key kernel.
 var<workgroup> tile_a: array<f32, 1024>;

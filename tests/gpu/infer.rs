@@ -20,6 +20,19 @@ fn small(classes: usize) -> VmUnetConfig {
     }
 }
 
+/// An interleaved H × W × 3 image as a (1, 3, H, W) tensor.
+fn nchw(image: &[f32], w: usize, h: usize, device: &burn::tensor::Device) -> Tensor<4> {
+    let mut out = vec![0.0f32; w * h * 3];
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                out[(c * h + y) * w + x] = image[(y * w + x) * 3 + c];
+            }
+        }
+    }
+    Tensor::<4>::from_data(TensorData::new(out, [1, 3, h, w]), device)
+}
+
 #[test]
 fn one_tile_equals_a_direct_forward_pass() {
     let Some(ctx) = gpu() else { return };
@@ -39,15 +52,7 @@ fn one_tile_equals_a_direct_forward_pass() {
         .predict(&image, w, h, &SlidingWindow::default(), &mut |_, _| true)
         .unwrap();
     // The same image as NCHW through the network directly.
-    let mut nchw = vec![0.0f32; w * h * 3];
-    for y in 0..h {
-        for x in 0..w {
-            for c in 0..3 {
-                nchw[(c * h + y) * w + x] = image[(y * w + x) * 3 + c];
-            }
-        }
-    }
-    let x = Tensor::<4>::from_data(TensorData::new(nchw, [1, 3, h, w]), &ctx.device);
+    let x = nchw(&image, w, h, &ctx.device);
     let direct = sigmoid(build().forward(x, false).unwrap());
     let direct: Vec<f32> = direct
         .into_data()
@@ -146,15 +151,7 @@ fn usema_segments_through_the_same_api() {
     let probs = seg
         .predict(&image, w, h, &SlidingWindow::default(), &mut |_, _| true)
         .unwrap();
-    let mut nchw = vec![0.0f32; w * h * 3];
-    for y in 0..h {
-        for x in 0..w {
-            for c in 0..3 {
-                nchw[(c * h + y) * w + x] = image[(y * w + x) * 3 + c];
-            }
-        }
-    }
-    let x = Tensor::<4>::from_data(TensorData::new(nchw, [1, 3, h, w]), &ctx.device);
+    let x = nchw(&image, w, h, &ctx.device);
     let logits = build().forward(x).unwrap().remove(0);
     let direct: Vec<f32> = burn::tensor::activation::softmax(logits, 1)
         .into_data()

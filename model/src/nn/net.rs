@@ -180,18 +180,13 @@ impl Net {
 
     /// Foreground probability (B, 1, H, W) in inference mode.
     pub fn foreground(&mut self, x: Tensor<4>) -> Result<Tensor<4>, String> {
-        match self {
-            Net::VmUnet(n) => Ok(sigmoid(n.forward(x, false)?)),
-            Net::Usema(n) => {
-                let logits = n
-                    .forward(x)?
-                    .into_iter()
-                    .next()
-                    .ok_or("USEMA produced no output")?;
-                // P(not background) = 1 − P(background) (USEMA has K ≥ 2 classes).
-                Ok(softmax(logits, 1).narrow(1, 0, 1).neg().add_scalar(1.0))
-            }
-        }
+        let p = self.probabilities(x)?;
+        // One class: its sigmoid; several: 1 − P(background).
+        Ok(if p.dims()[1] == 1 {
+            p
+        } else {
+            p.narrow(1, 0, 1).neg().add_scalar(1.0)
+        })
     }
 
     /// Class probabilities (B, K, H, W) in inference mode: sigmoid for one class, softmax
