@@ -405,7 +405,10 @@ fn train(a: TrainArgs) -> Result<(), String> {
         )
     };
     let started = std::time::Instant::now();
+    // The first epoch of a process includes compiling every kernel (minutes on some drivers),
+    // so the time limit is judged from the later epochs once there are any.
     let mut longest_epoch = 0.0f64;
+    let mut epochs_here = 0usize;
     eprintln!(
         "training {} ({} parameters) on {}: {} epochs, batch {}, {}², {} train / {} val images",
         trainer::model_name(&cfg.net),
@@ -442,8 +445,13 @@ fn train(a: TrainArgs) -> Result<(), String> {
                     r.seconds,
                     r.train_images_per_s
                 );
-                longest_epoch = longest_epoch.max(r.seconds);
-                if let Some(m) = a.stop_after_minutes {
+                epochs_here += 1;
+                if epochs_here == 2 {
+                    longest_epoch = r.seconds;
+                } else {
+                    longest_epoch = longest_epoch.max(r.seconds);
+                }
+                if let (Some(m), true) = (a.stop_after_minutes, epochs_here >= 2) {
                     let left = m * 60.0 - started.elapsed().as_secs_f64();
                     if left < 1.2 * longest_epoch {
                         eprintln!("stopping before the time limit; continue with --resume");

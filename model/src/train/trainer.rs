@@ -132,8 +132,8 @@ pub fn prepare(loaded: &[Loaded], size: usize) -> Result<Vec<Sample>, String> {
         .collect()
 }
 
-/// (B, 3, S, S) images and (B, 1, S, S) masks of a batch.
-fn batch_tensors(samples: &[&Sample], device: &Device) -> (Tensor<4>, Tensor<4>) {
+/// (B, 3, S, S) images and (B, 1, S, S) masks of a batch, as host arrays (NCHW).
+fn batch_arrays(samples: &[&Sample]) -> (Vec<f32>, Vec<f32>) {
     let (b, s) = (samples.len(), samples[0].width);
     let mut x = vec![0f32; b * 3 * s * s];
     let mut y = vec![0f32; b * s * s];
@@ -145,9 +145,28 @@ fn batch_tensors(samples: &[&Sample], device: &Device) -> (Tensor<4>, Tensor<4>)
             y[i * s * s + p] = smp.mask[p];
         }
     }
+    (x, y)
+}
+
+/// Host arrays of a batch uploaded as (B, 3, S, S) images and (B, 1, S, S) masks.
+fn upload(
+    (x, y): (Vec<f32>, Vec<f32>),
+    b: usize,
+    s: usize,
+    device: &Device,
+) -> (Tensor<4>, Tensor<4>) {
     (
         Tensor::from_data(TensorData::new(x, vec![b, 3, s, s]), device),
         Tensor::from_data(TensorData::new(y, vec![b, 1, s, s]), device),
+    )
+}
+
+fn batch_tensors(samples: &[&Sample], device: &Device) -> (Tensor<4>, Tensor<4>) {
+    upload(
+        batch_arrays(samples),
+        samples.len(),
+        samples[0].width,
+        device,
     )
 }
 
@@ -273,15 +292,16 @@ pub fn train(
         // draws the same masks as an uninterrupted one.
         device.seed(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
         let mut rng = SeededRng::new(state.shuffle_rng);
-        let mut augment = Augment::official(cfg.seed).with_rng_state(state.augment_rng);
+        let augment = Augment::official(cfg.seed).with_rng_state(state.augment_rng);
         // A fresh permutation each epoch, from the generator's running state.
         let mut order: Vec<usize> = (0..train.len()).collect();
         rng.shuffle(&mut order);
-        let summary = &mut state.summary;
         let mut losses = Vec::with_capacity(steps);
-        // Whole batches only (the official loader keeps the last partial one; at 960/16 there
-        // is none).
-        for step in 0..steps {
+        // The CPU side of a step (picking, augmenting and packing the next batch) runs on a
+        // second thread while this one records the current step, and the loss of step k is
+        // read back only after step k + 1 is submitted, so the GPU is never left waiting for
+        // a readback or for batch preparation.
+        let prepare_batch = |step: usize, mut augment: Augment| {
             let mut picked: Vec<Sample> = order[step * batch..(step + 1) * batch]
                 .iter()
                 .map(|&i| train[i].clone())
@@ -292,30 +312,64 @@ pub fn train(
                 }
             }
             let refs: Vec<&Sample> = picked.iter().collect();
-            let (x, y) = batch_tensors(&refs, &device);
-            let loss = net.train_loss(x, y)?;
-            let value = scalar(loss.clone().inner())?;
-            if !value.is_finite() {
-                return Err(format!(
-                    "the training loss became {value} at epoch {}, step {}; try a lower learning rate",
-                    epoch + 1,
-                    step + 1
-                ));
+            (batch_arrays(&refs), augment)
+        };
+        let side = train[0].width;
+        let (stopped, augment) = std::thread::scope(|scope| -> Result<(bool, Augment), String> {
+            let (mut arrays, mut augment) = prepare_batch(0, augment);
+            let mut pending: Option<(usize, Tensor<1>)> = None;
+            let mut report = |step: usize, loss: Tensor<1>, losses: &mut Vec<f64>| {
+                let value = scalar(loss)?;
+                if !value.is_finite() {
+                    return Err(format!(
+                        "the training loss became {value} at epoch {}, step {}; try a lower learning rate",
+                        epoch + 1,
+                        step + 1
+                    ));
+                }
+                losses.push(value);
+                state.summary.step_losses.push(value);
+                Ok(on_event(Event::Step {
+                    epoch: epoch + 1,
+                    step: step + 1,
+                    steps,
+                    loss: value,
+                }))
+            };
+            for step in 0..steps {
+                let next = (step + 1 < steps).then(|| {
+                    let aug = augment.clone();
+                    scope.spawn(move || prepare_batch(step + 1, aug))
+                });
+                let (x, y) = upload(arrays, batch, side, &device);
+                let loss = net.train_loss(x, y)?;
+                let value = loss.clone().inner();
+                let grads = loss.backward();
+                state.opt.step(net, &grads, lr);
+                if let Some((k, previous)) = pending.replace((step, value)) {
+                    if !report(k, previous, &mut losses)? {
+                        return Ok((true, augment));
+                    }
+                }
+                if let Some(handle) = next {
+                    let (a, aug) = handle
+                        .join()
+                        .map_err(|_| "preparing a training batch failed".to_string())?;
+                    arrays = a;
+                    augment = aug;
+                } else {
+                    arrays = (Vec::new(), Vec::new());
+                }
             }
-            let grads = loss.backward();
-            state.opt.step(net, &grads, lr);
-            losses.push(value);
-            summary.step_losses.push(value);
-            if !on_event(Event::Step {
-                epoch: epoch + 1,
-                step: step + 1,
-                steps,
-                loss: value,
-            }) {
-                // Stopped mid-epoch: the state stays at the last finished epoch.
-                summary.cancelled = true;
-                return Ok(summary.clone());
+            match pending {
+                Some((k, last)) => report(k, last, &mut losses).map(|go_on| (!go_on, augment)),
+                None => Ok((false, augment)),
             }
+        })?;
+        if stopped {
+            // Stopped mid-epoch: the state stays at the last finished epoch.
+            state.summary.cancelled = true;
+            return Ok(state.summary.clone());
         }
         state.shuffle_rng = rng.state();
         state.augment_rng = augment.rng_state();
