@@ -220,7 +220,9 @@ fn check_fixtures(dir: &Path) -> Result<bool, String> {
         ctx.adapter.name,
         ctx.adapter.backend
     );
-    let report = fixtures::check_dir(dir, &ctx.device, |f| println!("{}", f.line()))?;
+    let report = fixtures::check_dir(dir, &ctx.device, ctx.adapter.is_software(), |f| {
+        println!("{}", f.line())
+    })?;
     let failed = report.files.iter().filter(|f| !f.passed()).count();
     println!(
         "{} checked, {} failed, {} not checked",

@@ -109,6 +109,11 @@ pub struct AdapterSummary {
 }
 
 impl AdapterSummary {
+    /// A CPU software rasteriser (Mesa's llvmpipe/lavapipe, WARP), not a GPU.
+    pub fn is_software(&self) -> bool {
+        self.device_type == "Cpu"
+    }
+
     fn new(info: &wgpu::AdapterInfo, features: wgpu::Features) -> Self {
         Self {
             name: info.name.clone(),

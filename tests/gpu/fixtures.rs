@@ -7,8 +7,10 @@ use medseg_model::fixtures::{check_dir, Outcome};
 fn official_fixtures_pass() {
     let Some(ctx) = gpu() else { return };
     let dir = shared_dir().join("fixtures");
-    let report =
-        check_dir(&dir, &ctx.device, |f| eprintln!("{}", f.line())).expect("fixtures directory");
+    let report = check_dir(&dir, &ctx.device, ctx.adapter.is_software(), |f| {
+        eprintln!("{}", f.line())
+    })
+    .expect("fixtures directory");
     let checked: Vec<&str> = report
         .files
         .iter()
@@ -23,6 +25,7 @@ fn official_fixtures_pass() {
         "ss2d.safetensors",
         "e2e_vmunet_c1.safetensors",
         "e2e_saumamba_c1.safetensors",
+        "e2e_saumamba_c4.safetensors",
         "rfaconv.safetensors",
         "rsss_block.safetensors",
     ] {
@@ -52,7 +55,7 @@ fn unreadable_and_missing_fixtures_fail() {
     std::fs::create_dir_all(&tmp).unwrap();
     // Nothing with a known prefix: not a pass.
     std::fs::write(tmp.join("zzz_unknown.safetensors"), b"whatever").unwrap();
-    let report = check_dir(&tmp, &ctx.device, |_| {}).unwrap();
+    let report = check_dir(&tmp, &ctx.device, ctx.adapter.is_software(), |_| {}).unwrap();
     assert_eq!(report.checked(), 0);
     assert!(!report.passed());
     // A corrupt file with a known prefix fails with a reason.
@@ -61,7 +64,7 @@ fn unreadable_and_missing_fixtures_fail() {
         b"\x10\x00\x00\x00\x00\x00\x00\x00{not json",
     )
     .unwrap();
-    let report = check_dir(&tmp, &ctx.device, |_| {}).unwrap();
+    let report = check_dir(&tmp, &ctx.device, ctx.adapter.is_software(), |_| {}).unwrap();
     assert!(!report.passed());
     let bad = report
         .files
@@ -76,7 +79,7 @@ fn unreadable_and_missing_fixtures_fail() {
     // A readable file that lacks a tensor is named.
     let st = safetensors_with(&[("u", vec![1, 8, 7])]);
     std::fs::write(tmp.join("selective_scan_bad.safetensors"), st).unwrap();
-    let report = check_dir(&tmp, &ctx.device, |_| {}).unwrap();
+    let report = check_dir(&tmp, &ctx.device, ctx.adapter.is_software(), |_| {}).unwrap();
     let bad = report
         .files
         .iter()

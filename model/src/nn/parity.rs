@@ -108,14 +108,6 @@ pub fn check_e2e(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, CheckE
         encoder_block,
     };
     let classes = config.num_classes;
-    if classes > 1 {
-        // Run on 2026-11-25: everything within tolerance except
-        // grad.vmunet.layers.1.blocks.0.self_attention.dt_projs_weight (rel 4.8e-3 > 1e-3), the
-        // same parameter that is the worst (but within tolerance) in the one-class files.
-        return Err(CheckError::NotCovered(format!(
-            "{classes}-class CeDice parity is not within tolerance yet (one gradient, see the closing note of this stop)"
-        )));
-    }
     let ad = device.clone().autodiff();
     let load = |source: &mut FixtureWeights| {
         VmUnet::load(
