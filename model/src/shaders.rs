@@ -32,6 +32,9 @@ pub const SEMA_COMMON: ShaderFile = shader!("sema_common.wgsl");
 pub const SEMA_FORWARD: ShaderFile = shader!("sema_forward.wgsl");
 pub const SEMA_BACKWARD_Q: ShaderFile = shader!("sema_backward_q.wgsl");
 pub const SEMA_BACKWARD_KV: ShaderFile = shader!("sema_backward_kv.wgsl");
+pub const RFA_COMMON: ShaderFile = shader!("rfa_common.wgsl");
+pub const RFA_ATTENTION: ShaderFile = shader!("rfa_attention.wgsl");
+pub const RFA_ATTENTION_BACKWARD: ShaderFile = shader!("rfa_attention_backward.wgsl");
 
 /// Every embedded file (kernels and helpers).
 pub const ALL: &[ShaderFile] = &[
@@ -47,6 +50,9 @@ pub const ALL: &[ShaderFile] = &[
     SEMA_FORWARD,
     SEMA_BACKWARD_Q,
     SEMA_BACKWARD_KV,
+    RFA_COMMON,
+    RFA_ATTENTION,
+    RFA_ATTENTION_BACKWARD,
 ];
 
 const APPEND: &str = "// @append ";

@@ -5,6 +5,7 @@ mod context;
 mod fixtures;
 mod infer;
 mod networks;
+mod rfa;
 mod scan;
 mod sema;
 mod shaders;

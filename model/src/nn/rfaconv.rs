@@ -1,13 +1,16 @@
-//! RFAConv (SA-UMamba variant, MODEL-SPEC §A.4.8) composed from burn ops, NCHW, with
-//! BatchNorm in train (batch statistics) or eval (running statistics) mode. This is the
-//! differentiable reference the dedicated WGSL kernels will replace; its f64 twin is
+//! RFAConv (SA-UMamba variant, MODEL-SPEC §A.4.8), NCHW, with BatchNorm in train (batch
+//! statistics) or eval (running statistics) mode. The receptive-field attention — grouped 1×1
+//! logits of the pooled input, softmax over the nine taps, weighting of the nine features — is
+//! our WGSL kernel (`ops::rfa`, forward and backward); pooling, the grouped 3×3 feature
+//! convolution, the BatchNorms and the final convolution are burn ops. Its f64 twin is
 //! `reference::rfaconv`. The final stride-3 conv over the rearranged map is the equivalent
 //! per-pixel 1×1 conv over the 9C weighted features (no 3H×3W map is built).
 
 use super::params::{join, Loader, NamedParams, Visit};
 use crate::fixtures::{CheckError, Comparison, Fixture};
+use crate::ops::rfa::rfa_attention;
 use burn::module::Param;
-use burn::tensor::activation::{relu, softmax};
+use burn::tensor::activation::relu;
 use burn::tensor::module::{avg_pool2d, conv2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions};
 use burn::tensor::{Device, Tensor};
@@ -131,7 +134,7 @@ impl RfaConv {
     }
 
     /// (B, C, H, W) → (B, C, H, W).
-    pub fn forward(&mut self, x: Tensor<4>, train: bool) -> Tensor<4> {
+    pub fn forward(&mut self, x: Tensor<4>, train: bool) -> Result<Tensor<4>, String> {
         let [b, c, h, w] = x.dims();
         let pooled = avg_pool2d(
             x.clone(),
@@ -140,27 +143,25 @@ impl RfaConv {
                 .with_padding([1, 1])
                 .with_count_include_pad(true),
         );
-        let logits = conv2d(
-            pooled,
-            self.alpha.val(),
-            None,
-            ConvOptions::new([1, 1], [0, 0], [1, 1], c),
-        );
-        let att = softmax(logits.reshape([b, c, 9, h * w]), 2);
         let feat = conv2d(
             x,
             self.beta.val(),
             None,
             ConvOptions::new([1, 1], [1, 1], [1, 1], c),
         );
-        let feat = relu(self.bn_feature.forward(feat, train)).reshape([b, c, 9, h * w]);
-        let g = (feat * att).reshape([b, 9 * c, h, w]);
+        let feat = relu(self.bn_feature.forward(feat, train));
+        // The grouped 1×1 logits, their softmax over the nine taps and the weighting of the
+        // features: one WGSL kernel, forward and backward.
+        let g = rfa_attention(pooled, self.alpha.val().reshape([9 * c]), feat)
+            .map_err(|e| e.to_string())?;
         let w1 = self.conv_weight.val().reshape([c, 9 * c, 1, 1]);
         let pre = conv2d(g, w1, None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
-        relu(
-            self.bn_out
-                .forward_biased(pre, Some(self.conv_bias.val()), train),
-        )
+        debug_assert_eq!(pre.dims(), [b, c, h, w]);
+        Ok(relu(self.bn_out.forward_biased(
+            pre,
+            Some(self.conv_bias.val()),
+            train,
+        )))
     }
 }
 
@@ -207,7 +208,7 @@ impl NamedParams for RfaConv {
 
 impl super::parity::TrainEvalModule for RfaConv {
     fn forward_mode(&mut self, x: Tensor<4>, train: bool) -> Result<Tensor<4>, String> {
-        Ok(self.forward(x, train))
+        self.forward(x, train)
     }
     fn running_stats(&self) -> Vec<(String, Tensor<1>)> {
         self.named_buffers("")

@@ -57,7 +57,7 @@ impl RsssBlock {
         let x1 = x * s1 + super::vm_unet::drop_path(attn, rate);
         let conv = self
             .conv
-            .forward(self.ln_2.forward(x1.clone()).permute([0, 3, 1, 2]), train)
+            .forward(self.ln_2.forward(x1.clone()).permute([0, 3, 1, 2]), train)?
             .permute([0, 2, 3, 1]);
         Ok(x1 * s2 + conv)
     }

@@ -2,5 +2,6 @@
 
 pub mod adamw;
 pub mod launch;
+pub mod rfa;
 pub mod scan;
 pub mod sema;

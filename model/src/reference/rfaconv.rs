@@ -5,6 +5,68 @@
 //! per-pixel product with the 9C attention-weighted features (the "shortcut"); the literal
 //! rearrangement is kept for the test that the two agree.
 
+/// The nine-way softmax of `alpha[9c + k] · x` (max-subtracted).
+fn tap_softmax(alpha: &[f64], c: usize, x: f64) -> [f64; 9] {
+    let mut a = [0.0; 9];
+    for (k, ak) in a.iter_mut().enumerate() {
+        *ak = alpha[9 * c + k] * x;
+    }
+    let top = a.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let z: f64 = a.iter().map(|l| (l - top).exp()).sum();
+    a.map(|l| (l - top).exp() / z)
+}
+
+/// The receptive-field attention alone, the boundary of the GPU kernel `ops::rfa`:
+/// `out[b, 9c + k, p] = feat[b, 9c + k, p] · softmax_k(alpha[9c + k] · pooled[b, c, p])`;
+/// pooled (B, C, P), alpha (9C), feat and out (B, 9C, P).
+pub fn attention_forward(
+    pooled: &[f64],
+    alpha: &[f64],
+    feat: &[f64],
+    channels: usize,
+    pixels: usize,
+) -> Vec<f64> {
+    let mut out = vec![0.0; feat.len()];
+    for (i, &x) in pooled.iter().enumerate() {
+        let (bc, p) = (i / pixels, i % pixels);
+        let a = tap_softmax(alpha, bc % channels, x);
+        for (k, ak) in a.iter().enumerate() {
+            let j = (bc * 9 + k) * pixels + p;
+            out[j] = feat[j] * ak;
+        }
+    }
+    out
+}
+
+/// Gradients (pooled, alpha, feat) of `sum(out · dout)` for [`attention_forward`].
+pub fn attention_backward(
+    pooled: &[f64],
+    alpha: &[f64],
+    feat: &[f64],
+    dout: &[f64],
+    channels: usize,
+    pixels: usize,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let mut dpooled = vec![0.0; pooled.len()];
+    let mut dalpha = vec![0.0; alpha.len()];
+    let mut dfeat = vec![0.0; feat.len()];
+    for (i, &x) in pooled.iter().enumerate() {
+        let (bc, p) = (i / pixels, i % pixels);
+        let c = bc % channels;
+        let a = tap_softmax(alpha, c, x);
+        let j = |k: usize| (bc * 9 + k) * pixels + p;
+        let dot: f64 = (0..9).map(|k| a[k] * dout[j(k)] * feat[j(k)]).sum();
+        for k in 0..9 {
+            dfeat[j(k)] = a[k] * dout[j(k)];
+            // d out_k / d logit_m = f_k a_k (δ_km − a_m).
+            let dl = a[k] * (dout[j(k)] * feat[j(k)] - dot);
+            dpooled[i] += dl * alpha[9 * c + k];
+            dalpha[9 * c + k] += dl * x;
+        }
+    }
+    (dpooled, dalpha, dfeat)
+}
+
 /// BatchNorm parameters and running statistics of `n` channels.
 #[derive(Debug, Clone)]
 pub struct BatchNorm {
@@ -199,14 +261,11 @@ impl RfaConv {
                         }
                         avg /= 9.0;
                         avgs[(b * c + ch) * px + i * w + j] = avg;
-                        let logits: Vec<f64> =
-                            (0..9).map(|m| self.alpha[ch * 9 + m] * avg).collect();
-                        let top = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                        let z: f64 = logits.iter().map(|l| (l - top).exp()).sum();
-                        for (m, logit) in logits.iter().enumerate() {
+                        let a = tap_softmax(&self.alpha, ch, avg);
+                        for (m, am) in a.iter().enumerate() {
                             let q = ch * 9 + m;
                             let o = ((b * 9 * c) + q) * px + i * w + j;
-                            att[o] = (logit - top).exp() / z;
+                            att[o] = *am;
                             let mut s = 0.0;
                             for u in 0..3 {
                                 for v in 0..3 {
@@ -483,6 +542,45 @@ mod tests {
     }
 
     /// MODEL-SPEC §E.5: the per-pixel shortcut equals the literal rearrange + stride-3 conv.
+    #[test]
+    fn attention_backward_matches_finite_differences() {
+        let (b, c, px) = (2, 3, 5);
+        let mut seed = 7u64;
+        let mut draw = |n: usize, scale: f64| -> Vec<f64> {
+            (0..n).map(|_| scale * (lcg(&mut seed) - 0.5)).collect()
+        };
+        let pooled = draw(b * c * px, 4.0);
+        let alpha = draw(9 * c, 3.0);
+        let feat = draw(b * 9 * c * px, 2.0);
+        let dout = draw(b * 9 * c * px, 2.0);
+        let loss = |p: &[f64], a: &[f64], f: &[f64]| -> f64 {
+            attention_forward(p, a, f, c, px)
+                .iter()
+                .zip(&dout)
+                .map(|(o, d)| o * d)
+                .sum()
+        };
+        let (dp, da, df) = attention_backward(&pooled, &alpha, &feat, &dout, c, px);
+        let h = 1e-6;
+        let fd = |which: usize, i: usize| -> f64 {
+            let mut v = [pooled.clone(), alpha.clone(), feat.clone()];
+            v[which][i] += h;
+            let up = loss(&v[0], &v[1], &v[2]);
+            v[which][i] -= 2.0 * h;
+            let down = loss(&v[0], &v[1], &v[2]);
+            (up - down) / (2.0 * h)
+        };
+        for (which, grad) in [(0, &dp), (1, &da), (2, &df)] {
+            for (i, g) in grad.iter().enumerate() {
+                let want = fd(which, i);
+                assert!(
+                    (g - want).abs() <= 1e-7 * (1.0 + want.abs()),
+                    "input {which}, element {i}: {g} vs finite difference {want}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn shortcut_equals_literal_rearrangement() {
         let mut s = 5;
