@@ -115,6 +115,11 @@ enum Command {
         /// many minutes (continue later with --resume).
         #[arg(long)]
         stop_after_minutes: Option<f64>,
+        /// Start from these weights instead of the initialisation: an official checkpoint
+        /// (PyTorch .pth/.pt or .safetensors, official parameter names) or a medseg checkpoint's
+        /// .safetensors. Refused, with the first mismatches listed, when it does not fit --model.
+        #[arg(long)]
+        init: Option<PathBuf>,
     },
     /// Benchmarks.
     Bench {
@@ -323,6 +328,7 @@ struct TrainArgs {
     limit_val: Option<usize>,
     resume: bool,
     stop_after_minutes: Option<f64>,
+    init: Option<PathBuf>,
 }
 
 fn train(a: TrainArgs) -> Result<(), String> {
@@ -386,6 +392,9 @@ fn train(a: TrainArgs) -> Result<(), String> {
     cfg.batch = a.batch;
     cfg.size = a.size;
     cfg.seed = a.seed;
+    if a.resume && a.init.is_some() {
+        return Err("--init starts a new run; it cannot be combined with --resume".into());
+    }
     let (mut net, mut state) = if a.resume {
         let (net, state) = medseg_model::train::checkpoint::load_state(&a.out, &cfg, &device)?;
         eprintln!(
@@ -401,10 +410,15 @@ fn train(a: TrainArgs) -> Result<(), String> {
                 a.out.display()
             ));
         }
-        (
-            trainer::init_network(&cfg.net, cfg.seed, &device)?,
-            TrainState::new(&cfg),
-        )
+        let net = match &a.init {
+            Some(path) => {
+                let net = medseg_model::train::checkpoint::load_official(path, &cfg.net, &device)?;
+                eprintln!("starting from the weights in {}", path.display());
+                net
+            }
+            None => trainer::init_network(&cfg.net, cfg.seed, &device)?,
+        };
+        (net, TrainState::new(&cfg))
     };
     let started = std::time::Instant::now();
     // The first epoch of a process includes compiling every kernel (minutes on some drivers),
@@ -515,7 +529,9 @@ fn main() -> ExitCode {
             limit_val,
             resume,
             stop_after_minutes,
+            init,
         } => train(TrainArgs {
+            init: init.clone(),
             resume: *resume,
             stop_after_minutes: *stop_after_minutes,
             model: model.clone(),

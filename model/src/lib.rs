@@ -9,6 +9,7 @@ pub mod gpu;
 pub mod infer;
 pub mod nn;
 pub mod ops;
+pub mod pth;
 pub mod reference;
 pub mod shaders;
 pub mod ss2d;

@@ -61,3 +61,108 @@ fn vm_unet_refuses_sizes_it_cannot_take() {
     let err = net.forward(x, false).unwrap_err();
     assert!(err.contains("multiples of 32"), "{err}");
 }
+
+/// Official weights in, official output out: the `e2e_saumamba_c1` fixture's weights (official
+/// names, `vmunet.` prefix, int64 `num_batches_tracked`, the never-called iAFF/DySample modules)
+/// written as one safetensors state dict, imported by `load_official`, give the fixture's
+/// eval-mode output; the same file is refused by a network it does not fit, and a PyTorch
+/// state dict of another model is refused with its names listed.
+#[test]
+fn official_weights_import_and_mismatches_are_refused() {
+    use medseg_model::fixtures::{rel_l2, tensor, values, Fixture};
+    use medseg_model::nn::net::NetConfig;
+    use medseg_model::train::checkpoint::load_official;
+    let Some(ctx) = gpu() else { return };
+    let f = Fixture::load(&crate::shared_dir().join("fixtures/e2e_saumamba_c1.safetensors"))
+        .expect("fixture");
+    // The state dict as the official code would save it: param.* and buffer.* under their
+    // names, num_batches_tracked as int64.
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (k, t) in &f.tensors {
+        let Some(name) = k.strip_prefix("param.").or(k.strip_prefix("buffer.")) else {
+            continue;
+        };
+        let (dtype, bytes) = if name.ends_with("num_batches_tracked") {
+            let v: Vec<u8> = t
+                .data
+                .iter()
+                .flat_map(|&x| (x as i64).to_le_bytes())
+                .collect();
+            (safetensors::Dtype::I64, v)
+        } else {
+            let v: Vec<u8> = t
+                .data
+                .iter()
+                .flat_map(|&x| (x as f32).to_le_bytes())
+                .collect();
+            (safetensors::Dtype::F32, v)
+        };
+        owned.push((name.to_string(), dtype, t.shape.clone(), bytes));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("medseg-official-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("official.safetensors");
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+
+    let usize_list = |k: &str| -> Vec<usize> {
+        f.info[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect()
+    };
+    let cfg = VmUnetConfig {
+        dims: usize_list("dims"),
+        depths: usize_list("depths"),
+        depths_decoder: usize_list("depths_decoder"),
+        d_state: f.info["d_state"].as_u64().unwrap() as usize,
+        num_classes: 1,
+        in_channels: 3,
+        encoder_block: BlockKind::Rsss,
+    };
+    let mut net = load_official(&path, &NetConfig::VmUnet(cfg.clone()), &ctx.device)
+        .expect("the official state dict fits its configuration");
+    let x = f.get("x").unwrap();
+    let xs: [usize; 4] = x.shape.clone().try_into().unwrap();
+    let out = net
+        .foreground(tensor(x.data.clone(), xs, &ctx.device))
+        .unwrap();
+    let e = rel_l2(
+        &values(out).unwrap(),
+        &f.get("before.out_eval").unwrap().data,
+    );
+    assert!(e <= 1e-4, "imported weights: eval output rel {e:.2e}");
+
+    // The same file into VM-UNet (no RFAConv) or another d_state is refused, naming tensors.
+    let vss = VmUnetConfig {
+        encoder_block: BlockKind::Vss,
+        ..cfg.clone()
+    };
+    let e = load_official(&path, &NetConfig::VmUnet(vss), &ctx.device).unwrap_err();
+    assert!(
+        e.contains("nothing was loaded") && e.contains("conv_blk"),
+        "{e}"
+    );
+    let other = VmUnetConfig { d_state: 8, ..cfg };
+    let e = load_official(&path, &NetConfig::VmUnet(other.clone()), &ctx.device).unwrap_err();
+    assert!(e.contains("A_logs") && e.contains("stored"), "{e}");
+    // A real PyTorch state dict (two Linear layers) is read and refused by name.
+    let pth = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data/pth/linear_state_dict.pt");
+    let e = load_official(&pth, &NetConfig::VmUnet(other), &ctx.device).unwrap_err();
+    assert!(
+        e.contains("classifier.weight") || e.contains("missing"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -129,6 +129,9 @@ pub struct StoredWeights {
     problems: Vec<String>,
     /// Stored names that are not weights (e.g. optimiser state) and may stay unused.
     ignore_prefix: Option<String>,
+    /// Stored names containing one of these may stay unused (modules an official checkpoint
+    /// holds but the network never calls).
+    ignore_containing: Vec<&'static str>,
 }
 
 impl StoredWeights {
@@ -138,6 +141,7 @@ impl StoredWeights {
             used: HashSet::new(),
             problems: Vec::new(),
             ignore_prefix: None,
+            ignore_containing: Vec::new(),
         }
     }
 
@@ -175,6 +179,7 @@ impl StoredWeights {
                     .ignore_prefix
                     .as_ref()
                     .is_some_and(|p| k.starts_with(p.as_str()))
+                    && !self.ignore_containing.iter().any(|p| k.contains(p))
             })
             .collect();
         unused.sort();
@@ -225,6 +230,65 @@ pub fn load(json: &Path, device: &Device) -> Result<(Net, serde_json::Value), St
     let net = Net::load(&cfg, &mut Loader::new(&mut src, device.clone(), ""))?;
     src.check(&weights.display().to_string())?;
     Ok((net, meta))
+}
+
+/// Weights under the official names — the authors' released checkpoints, or any state dict of
+/// the official code — from a PyTorch `.pth`/`.pt` (zip format, read by [`crate::pth`]) or a
+/// `.safetensors` file, into a network of configuration `cfg` on `device`. A `module.`
+/// (DataParallel) and the `vmunet.` prefix are taken off; integer buffers
+/// (`num_batches_tracked`) and SA-UMamba's never-called iAFF/DySample modules are ignored.
+/// Anything missing, misshapen or left over refuses the file, listing the first problems.
+pub fn load_official(path: &Path, cfg: &NetConfig, device: &Device) -> Result<Net, String> {
+    let what = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| format!("{what}: {e}"))?;
+    let raw = if bytes.starts_with(b"PK\x03\x04") || bytes.first() == Some(&0x80) {
+        crate::pth::read_pth(&bytes)
+    } else {
+        float_tensors(&bytes)
+    }
+    .map_err(|e| format!("{what}: {e}"))?;
+    let mut tensors = Tensors::new();
+    for (name, t) in raw {
+        let short = name.strip_prefix("module.").unwrap_or(&name);
+        let short = short.strip_prefix("vmunet.").unwrap_or(short);
+        tensors.insert(short.to_string(), t);
+    }
+    let mut src = StoredWeights::new(tensors);
+    src.ignore_containing = vec!["iaffs.", ".new_upsample."];
+    let net = Net::load(cfg, &mut Loader::new(&mut src, device.clone(), ""))?;
+    src.check(&what)?;
+    Ok(net)
+}
+
+/// The floating-point tensors of a safetensors file as f32 (integer ones left out).
+fn float_tensors(bytes: &[u8]) -> Result<Tensors, String> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| format!("neither a PyTorch zip nor a safetensors file ({e})"))?;
+    let mut out = Tensors::new();
+    for (name, t) in st.tensors() {
+        let d = t.data();
+        let v: Vec<f32> = match t.dtype() {
+            safetensors::Dtype::F32 => d
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            safetensors::Dtype::F64 => d
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+                .collect(),
+            safetensors::Dtype::F16 => d
+                .chunks_exact(2)
+                .map(|c| crate::pth::f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+            safetensors::Dtype::BF16 => d
+                .chunks_exact(2)
+                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+                .collect(),
+            _ => continue,
+        };
+        out.insert(name, (t.shape().to_vec(), v));
+    }
+    Ok(out)
 }
 
 /// Writes `state.safetensors` (weights, running statistics, AdamW moments) and `state.json`
