@@ -18,10 +18,9 @@
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let total = params[P_TOTAL];
-    let channels = params[P_CHANNELS];
     let pixels = params[P_PIXELS];
     for (var i = gid.x; i < total; i += nwg.x * WORKGROUP) {
-        let site = site_of(i, channels, pixels);
+        let site = site_of(i);
         let x = pooled[i];
         let att = attention(x, site.c);
         var t: array<f32, 9>;

@@ -18,10 +18,12 @@ struct Site {
     base: u32,
 }
 
-fn site_of(i: u32, channels: u32, pixels: u32) -> Site {
+// Site i of the B * C * P sites (row-major over b, c, p).
+fn site_of(i: u32) -> Site {
+    let pixels = params[P_PIXELS];
     let p = i % pixels;
     let bc = i / pixels;
-    return Site(bc % channels, bc * 9u * pixels + p);
+    return Site(bc % params[P_CHANNELS], bc * 9u * pixels + p);
 }
 
 // softmax_k(alpha[9c + k] * x), max-subtracted.

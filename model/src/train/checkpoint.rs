@@ -101,22 +101,41 @@ pub fn read_tensors(path: &Path) -> Result<Tensors, String> {
         .map_err(|e| format!("{}: not a safetensors file ({e})", path.display()))?;
     let mut out = HashMap::new();
     for (name, t) in st.tensors() {
-        let v: Vec<f32> = match t.dtype() {
-            safetensors::Dtype::F32 => t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            other => {
-                return Err(format!(
-                    "{}: {name} is {other:?}; medseg checkpoints hold f32",
-                    path.display()
-                ))
-            }
-        };
+        if t.dtype() != safetensors::Dtype::F32 {
+            return Err(format!(
+                "{}: {name} is {:?}; medseg checkpoints hold f32",
+                path.display(),
+                t.dtype()
+            ));
+        }
+        let v = decode_float(&t).expect("f32 decodes");
         out.insert(name, (t.shape().to_vec(), v));
     }
     Ok(out)
+}
+
+/// The values of a floating-point safetensors tensor as f32; None for other dtypes.
+fn decode_float(t: &safetensors::tensor::TensorView) -> Option<Vec<f32>> {
+    let d = t.data();
+    Some(match t.dtype() {
+        safetensors::Dtype::F32 => d
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        safetensors::Dtype::F64 => d
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+            .collect(),
+        safetensors::Dtype::F16 => d
+            .chunks_exact(2)
+            .map(|c| crate::pth::f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        safetensors::Dtype::BF16 => d
+            .chunks_exact(2)
+            .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+            .collect(),
+        _ => return None,
+    })
 }
 
 /// Weights from a checkpoint's tensors. Missing names and wrong shapes are collected (the
@@ -264,31 +283,11 @@ pub fn load_official(path: &Path, cfg: &NetConfig, device: &Device) -> Result<Ne
 fn float_tensors(bytes: &[u8]) -> Result<Tensors, String> {
     let st = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| format!("neither a PyTorch zip nor a safetensors file ({e})"))?;
-    let mut out = Tensors::new();
-    for (name, t) in st.tensors() {
-        let d = t.data();
-        let v: Vec<f32> = match t.dtype() {
-            safetensors::Dtype::F32 => d
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            safetensors::Dtype::F64 => d
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-                .collect(),
-            safetensors::Dtype::F16 => d
-                .chunks_exact(2)
-                .map(|c| crate::pth::f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
-                .collect(),
-            safetensors::Dtype::BF16 => d
-                .chunks_exact(2)
-                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
-                .collect(),
-            _ => continue,
-        };
-        out.insert(name, (t.shape().to_vec(), v));
-    }
-    Ok(out)
+    Ok(st
+        .tensors()
+        .into_iter()
+        .filter_map(|(name, t)| decode_float(&t).map(|v| (name, (t.shape().to_vec(), v))))
+        .collect())
 }
 
 /// Writes `state.safetensors` (weights, running statistics, AdamW moments) and `state.json`
