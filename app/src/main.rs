@@ -74,7 +74,7 @@ enum Command {
     /// loss (BceDice; USEMA: deep-supervised Dice + CE), AdamW, cosine 1e-3 → 1e-5.
     /// Writes best/last checkpoints (safetensors + JSON) and history.json to OUT.
     Train {
-        /// sa-umamba, vm-unet or usema.
+        /// sa-umamba (as released), sa-umamba-paper (RSSS decoder blocks too), vm-unet or usema.
         #[arg(long, default_value = "sa-umamba")]
         model: String,
         /// USEMA: SEMA window side (16 or 32 in the paper).
@@ -134,7 +134,7 @@ enum BenchCommand {
     /// batch 1 and 16, training steps (forward, backward, AdamW) at batch 8, against the
     /// official code's H100 figures.
     Model {
-        /// Networks to time (sa-umamba, vm-unet, usema).
+        /// Networks to time (sa-umamba, sa-umamba-paper, vm-unet, usema).
         #[arg(long, value_delimiter = ',', default_values_t = ["sa-umamba".to_string(), "vm-unet".to_string()])]
         models: Vec<String>,
         /// Input side in pixels (a multiple of each network's stride: 32; USEMA 64 at 256).

@@ -256,7 +256,6 @@ impl ScanBench {
     }
 }
 
-/// The official code on an H100 (BASELINE.md), paper configuration, 1 class, 256², fp32:
 /// The official code on an H100 (BASELINE.md): (name, inference img/s at batch 16, training
 /// img/s at batch 8 — forward, backward and AdamW step).
 pub const MODEL_BASELINE_H100: [(&str, f64, f64); 2] =

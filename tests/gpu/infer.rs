@@ -17,6 +17,7 @@ fn small(classes: usize) -> VmUnetConfig {
         num_classes: classes,
         in_channels: 3,
         encoder_block: BlockKind::Vss,
+        decoder_block: BlockKind::Vss,
     }
 }
 

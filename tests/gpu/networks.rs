@@ -1,6 +1,7 @@
 //! Network structure: parameter counts of the published configurations (MODEL-SPEC §A.7).
 
 use crate::gpu;
+use medseg_model::nn::net::NetConfig;
 use medseg_model::nn::params::{Loader, NamedParams, RandomWeights};
 use medseg_model::nn::vm_unet::{BlockKind, VmUnet, VmUnetConfig};
 
@@ -40,6 +41,46 @@ fn sa_umamba_has_the_published_parameter_count() {
     assert_eq!(net.param_count(), 41_859_241);
 }
 
+/// The paper's SA-UMamba (RSSS blocks in the decoder too, behind `decoder_block`): MODEL-SPEC
+/// §A.7's 56,196,937 parameters, RFAConv weights in every decoder stage, and a configuration
+/// that keeps its name through a checkpoint's JSON.
+#[test]
+fn sa_umamba_paper_variant_has_rsss_decoder_blocks() {
+    let Some(ctx) = gpu() else { return };
+    let mut source = RandomWeights { state: 3 };
+    let config = VmUnetConfig::sa_umamba_paper(1);
+    assert_eq!(config.decoder_block, BlockKind::Rsss);
+    assert_eq!(VmUnetConfig::sa_umamba(1).decoder_block, BlockKind::Vss);
+    let mut net = VmUnet::load(
+        config.clone(),
+        &mut Loader::new(&mut source, ctx.device.clone(), "vmunet"),
+    )
+    .expect("the paper's SA-UMamba builds");
+    assert_eq!(net.param_count(), 56_196_937);
+    let mut names = Vec::new();
+    net.named_params("", &mut names);
+    for stage in 0..4 {
+        let prefix = format!("layers_up.{stage}.");
+        assert!(
+            names
+                .iter()
+                .any(|(n, _)| n.starts_with(&prefix) && n.contains("conv_blk.cab.0.get_weight")),
+            "decoder stage {stage} has no RFAConv"
+        );
+    }
+
+    let by_name = NetConfig::by_name("sa-umamba-paper", 256).unwrap();
+    assert_eq!(by_name, NetConfig::VmUnet(config));
+    assert_eq!(by_name.name(), "sa-umamba-paper");
+    let back = NetConfig::from_json(Some(by_name.name()), &by_name.to_json()).unwrap();
+    assert_eq!(back, by_name);
+    assert_eq!(back.name(), "sa-umamba-paper");
+    assert_eq!(
+        NetConfig::by_name("sa-umamba", 256).unwrap().name(),
+        "sa-umamba"
+    );
+}
+
 #[test]
 fn vm_unet_refuses_sizes_it_cannot_take() {
     let Some(ctx) = gpu() else { return };
@@ -51,6 +92,7 @@ fn vm_unet_refuses_sizes_it_cannot_take() {
         num_classes: 1,
         in_channels: 3,
         encoder_block: BlockKind::Vss,
+        decoder_block: BlockKind::Vss,
     };
     let mut net = VmUnet::load(
         cfg,
@@ -129,6 +171,7 @@ fn official_weights_import_and_mismatches_are_refused() {
         num_classes: 1,
         in_channels: 3,
         encoder_block: BlockKind::Rsss,
+        decoder_block: BlockKind::Vss,
     };
     let mut net = load_official(&path, &NetConfig::VmUnet(cfg.clone()), &ctx.device)
         .expect("the official state dict fits its configuration");
@@ -146,6 +189,7 @@ fn official_weights_import_and_mismatches_are_refused() {
     // The same file into VM-UNet (no RFAConv) or another d_state is refused, naming tensors.
     let vss = VmUnetConfig {
         encoder_block: BlockKind::Vss,
+        decoder_block: BlockKind::Vss,
         ..cfg.clone()
     };
     let e = load_official(&path, &NetConfig::VmUnet(vss), &ctx.device).unwrap_err();

@@ -23,22 +23,26 @@ impl NetConfig {
     pub fn by_name(name: &str, size: usize) -> Result<Self, String> {
         Ok(match name {
             "sa-umamba" => NetConfig::VmUnet(VmUnetConfig::sa_umamba(1)),
+            "sa-umamba-paper" => NetConfig::VmUnet(VmUnetConfig::sa_umamba_paper(1)),
             "vm-unet" => NetConfig::VmUnet(VmUnetConfig::paper(1)),
             "usema" => NetConfig::Usema(UsemaConfig::default_for(size, 3, 2)),
             other => {
                 return Err(format!(
-                    "unknown model {other:?}; use sa-umamba, vm-unet or usema"
+                    "unknown model {other:?}; use sa-umamba, sa-umamba-paper, vm-unet or usema"
                 ))
             }
         })
     }
 
-    /// Short name ("sa-umamba", "vm-unet", "usema").
+    /// Short name ("sa-umamba", "sa-umamba-paper", "vm-unet", "usema"; a VM-UNet with RSSS
+    /// decoder blocks only, which no paper describes, is "vm-unet-rsss-decoder").
     pub fn name(&self) -> &'static str {
         match self {
-            NetConfig::VmUnet(c) => match c.encoder_block {
-                BlockKind::Rsss => "sa-umamba",
-                BlockKind::Vss => "vm-unet",
+            NetConfig::VmUnet(c) => match (c.encoder_block, c.decoder_block) {
+                (BlockKind::Rsss, BlockKind::Vss) => "sa-umamba",
+                (BlockKind::Rsss, BlockKind::Rsss) => "sa-umamba-paper",
+                (BlockKind::Vss, BlockKind::Vss) => "vm-unet",
+                (BlockKind::Vss, BlockKind::Rsss) => "vm-unet-rsss-decoder",
             },
             NetConfig::Usema(_) => "usema",
         }
@@ -109,7 +113,12 @@ impl NetConfig {
         };
         match model {
             Some("sa-umamba") => vm(VmUnetConfig::sa_umamba(1)),
+            Some("sa-umamba-paper") => vm(VmUnetConfig::sa_umamba_paper(1)),
             Some("vm-unet") => vm(VmUnetConfig::paper(1)),
+            Some("vm-unet-rsss-decoder") => vm(VmUnetConfig {
+                decoder_block: BlockKind::Rsss,
+                ..VmUnetConfig::paper(1)
+            }),
             Some("usema") => Ok(NetConfig::Usema(UsemaConfig {
                 in_channels: num("in_channels")?,
                 num_classes: num("num_classes")?,

@@ -106,6 +106,7 @@ pub fn check_e2e(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, CheckE
         num_classes: number(info, "num_classes")?,
         in_channels: x.shape[1],
         encoder_block,
+        decoder_block: BlockKind::Vss,
     };
     let classes = config.num_classes;
     let ad = device.clone().autodiff();

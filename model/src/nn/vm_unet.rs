@@ -21,8 +21,11 @@ pub struct VmUnetConfig {
     pub d_state: usize,
     pub num_classes: usize,
     pub in_channels: usize,
-    /// Encoder blocks: VSS (VM-UNet) or RSSS (SA-UMamba as released; its decoder keeps VSS).
+    /// Encoder blocks: VSS (VM-UNet) or RSSS (SA-UMamba).
     pub encoder_block: BlockKind,
+    /// Decoder blocks: VSS (VM-UNet, and SA-UMamba as its authors released it) or RSSS (the
+    /// SA-UMamba the paper describes, RSSS blocks in the decoder too).
+    pub decoder_block: BlockKind,
 }
 
 /// Which block a stage is built of.
@@ -43,6 +46,7 @@ impl VmUnetConfig {
             num_classes,
             in_channels: 3,
             encoder_block: BlockKind::Vss,
+            decoder_block: BlockKind::Vss,
         }
     }
 
@@ -51,6 +55,15 @@ impl VmUnetConfig {
         Self {
             encoder_block: BlockKind::Rsss,
             ..Self::paper(num_classes)
+        }
+    }
+
+    /// SA-UMamba as its paper describes it: RSSS blocks in the decoder as well (MODEL-SPEC
+    /// §A.7, 56,196,937 parameters at one class).
+    pub fn sa_umamba_paper(num_classes: usize) -> Self {
+        Self {
+            decoder_block: BlockKind::Rsss,
+            ..Self::sa_umamba(num_classes)
         }
     }
 
@@ -348,7 +361,7 @@ impl VmUnet {
                 .map(|j| {
                     Block::load(
                         &mut l.sub(&format!("blocks.{j}")),
-                        BlockKind::Vss,
+                        config.decoder_block,
                         config.ss2d(dim),
                     )
                 })
