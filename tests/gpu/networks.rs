@@ -1,9 +1,12 @@
 //! Network structure: parameter counts of the published configurations (MODEL-SPEC §A.7).
 
-use crate::gpu;
-use medseg_model::nn::net::NetConfig;
+use crate::{gpu, Lcg};
+use burn::tensor::{Tensor, TensorData};
+use medseg_model::nn::net::{Net, NetConfig};
 use medseg_model::nn::params::{Loader, NamedParams, RandomWeights};
 use medseg_model::nn::vm_unet::{BlockKind, VmUnet, VmUnetConfig};
+use medseg_model::train::checkpoint;
+use medseg_model::train::trainer::EpochReport;
 
 #[test]
 fn vm_unet_has_the_published_parameter_count() {
@@ -79,6 +82,98 @@ fn sa_umamba_paper_variant_has_rsss_decoder_blocks() {
         NetConfig::by_name("sa-umamba", 256).unwrap().name(),
         "sa-umamba"
     );
+}
+
+/// A checkpoint of the paper's SA-UMamba keeps the BatchNorm running statistics of the RFAConv
+/// in its decoder blocks: after a train-mode pass has moved them, a saved and reloaded network
+/// has the same statistics, encoder and decoder, and the same eval-mode output.
+#[test]
+fn paper_variant_checkpoint_keeps_decoder_running_statistics() {
+    let Some(ctx) = gpu() else { return };
+    let cfg = NetConfig::VmUnet(VmUnetConfig {
+        dims: vec![16, 32, 64, 128],
+        depths: vec![1; 4],
+        depths_decoder: vec![1; 4],
+        d_state: 8,
+        ..VmUnetConfig::sa_umamba_paper(1)
+    });
+    let dev = &ctx.device;
+    let mut net = Net::load(
+        &cfg,
+        &mut Loader::new(&mut RandomWeights { state: 5 }, dev.clone(), ""),
+    )
+    .expect("small paper variant builds");
+    let before: Vec<Vec<f32>> = net
+        .named_buffers("")
+        .into_iter()
+        .map(|(_, t)| floats(t))
+        .collect();
+
+    let mut rng = Lcg(11);
+    let (b, side) = (2, 64);
+    let image: Vec<f32> = rng
+        .vec(b * 3 * side * side, -1.0, 2.0)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+    let mask: Vec<f32> = rng
+        .vec(b * side * side, 0.0, 1.0)
+        .into_iter()
+        .map(|v| v.round() as f32)
+        .collect();
+    let x = Tensor::<4>::from_data(TensorData::new(image, [b, 3, side, side]), dev);
+    let m = Tensor::<4>::from_data(TensorData::new(mask, [b, 1, side, side]), dev);
+    let loss = floats(net.train_loss(x.clone(), m).unwrap())[0];
+    assert!(loss.is_finite(), "loss {loss}");
+
+    // Four statistics (two BatchNorms) per RSSS block: four encoder and four decoder blocks.
+    let buffers = net.named_buffers("");
+    assert_eq!(buffers.len(), 32);
+    for stage in 0..4 {
+        let prefix = format!("layers_up.{stage}.blocks.0.conv_blk.cab.0.");
+        let n = buffers
+            .iter()
+            .filter(|(n, _)| n.starts_with(&prefix))
+            .count();
+        assert_eq!(
+            n, 4,
+            "decoder stage {stage} has {n} running statistics, 4 expected"
+        );
+    }
+    let trained: Vec<(String, Vec<f32>)> =
+        buffers.into_iter().map(|(n, t)| (n, floats(t))).collect();
+    for ((name, after), start) in trained.iter().zip(&before) {
+        assert_ne!(after, start, "{name} did not move in the train-mode pass");
+    }
+
+    let out = std::env::temp_dir().join(format!("medseg-paper-ckpt-{}", std::process::id()));
+    let report = EpochReport {
+        epoch: 1,
+        lr: 1e-3,
+        train_loss: loss as f64,
+        val_dsc: None,
+        seconds: 0.0,
+        train_images_per_s: 0.0,
+    };
+    checkpoint::save(&out, "last", &mut net, &cfg, &report).expect("saved");
+    let (mut back, _) = checkpoint::load(&out.join("last.json"), dev).expect("reloaded");
+    std::fs::remove_dir_all(&out).ok();
+    assert_eq!(back.config(), cfg);
+    let reloaded: Vec<(String, Vec<f32>)> = back
+        .named_buffers("")
+        .into_iter()
+        .map(|(n, t)| (n, floats(t)))
+        .collect();
+    assert_eq!(reloaded, trained);
+
+    let p0 = floats(net.foreground(x.clone()).unwrap());
+    let p1 = floats(back.foreground(x).unwrap());
+    let worst = p0
+        .iter()
+        .zip(&p1)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-6, "reloaded network differs by {worst}");
 }
 
 #[test]
@@ -209,4 +304,8 @@ fn official_weights_import_and_mismatches_are_refused() {
         "{e}"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
 }

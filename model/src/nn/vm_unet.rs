@@ -443,14 +443,17 @@ impl VmUnet {
 }
 
 impl VmUnet {
-    /// BatchNorm running statistics under their official names (SA-UMamba's RFAConv).
+    /// BatchNorm running statistics under their official names (the RFAConv of every RSSS
+    /// block, encoder and, in the paper's SA-UMamba, decoder).
     pub fn named_buffers(&self, prefix: &str) -> Vec<(String, Tensor<1>)> {
         let mut out = Vec::new();
-        for (i, stage) in self.layers.iter().enumerate() {
-            for (j, b) in stage.blocks.iter().enumerate() {
-                if let Block::Rsss(b) = b {
-                    let p = join(prefix, &format!("layers.{i}.blocks.{j}.conv_blk.cab.0"));
-                    out.extend(b.conv.named_buffers(&p));
+        for (name, stages) in [("layers", &self.layers), ("layers_up", &self.layers_up)] {
+            for (i, stage) in stages.iter().enumerate() {
+                for (j, b) in stage.blocks.iter().enumerate() {
+                    if let Block::Rsss(b) = b {
+                        let p = join(prefix, &format!("{name}.{i}.blocks.{j}.conv_blk.cab.0"));
+                        out.extend(b.conv.named_buffers(&p));
+                    }
                 }
             }
         }
