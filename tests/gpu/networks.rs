@@ -1,7 +1,7 @@
 //! Network structure: parameter counts of the published configurations (MODEL-SPEC §A.7).
 
 use crate::{gpu, Lcg};
-use burn::tensor::{Tensor, TensorData};
+use medseg_model::fixtures::{tensor, values};
 use medseg_model::nn::net::{Net, NetConfig};
 use medseg_model::nn::params::{Loader, NamedParams, RandomWeights};
 use medseg_model::nn::vm_unet::{BlockKind, VmUnet, VmUnetConfig};
@@ -103,27 +103,23 @@ fn paper_variant_checkpoint_keeps_decoder_running_statistics() {
         &mut Loader::new(&mut RandomWeights { state: 5 }, dev.clone(), ""),
     )
     .expect("small paper variant builds");
-    let before: Vec<Vec<f32>> = net
+    let before: Vec<Vec<f64>> = net
         .named_buffers("")
         .into_iter()
-        .map(|(_, t)| floats(t))
+        .map(|(_, t)| values(t).unwrap())
         .collect();
 
     let mut rng = Lcg(11);
     let (b, side) = (2, 64);
-    let image: Vec<f32> = rng
-        .vec(b * 3 * side * side, -1.0, 2.0)
-        .into_iter()
-        .map(|v| v as f32)
-        .collect();
-    let mask: Vec<f32> = rng
+    let image = rng.vec(b * 3 * side * side, -1.0, 2.0);
+    let mask = rng
         .vec(b * side * side, 0.0, 1.0)
-        .into_iter()
-        .map(|v| v.round() as f32)
+        .iter()
+        .map(|v| v.round())
         .collect();
-    let x = Tensor::<4>::from_data(TensorData::new(image, [b, 3, side, side]), dev);
-    let m = Tensor::<4>::from_data(TensorData::new(mask, [b, 1, side, side]), dev);
-    let loss = floats(net.train_loss(x.clone(), m).unwrap())[0];
+    let x = tensor(image, [b, 3, side, side], dev);
+    let m = tensor(mask, [b, 1, side, side], dev);
+    let loss = values(net.train_loss(x.clone(), m).unwrap()).unwrap()[0];
     assert!(loss.is_finite(), "loss {loss}");
 
     // Four statistics (two BatchNorms) per RSSS block: four encoder and four decoder blocks.
@@ -140,8 +136,10 @@ fn paper_variant_checkpoint_keeps_decoder_running_statistics() {
             "decoder stage {stage} has {n} running statistics, 4 expected"
         );
     }
-    let trained: Vec<(String, Vec<f32>)> =
-        buffers.into_iter().map(|(n, t)| (n, floats(t))).collect();
+    let trained: Vec<(String, Vec<f64>)> = buffers
+        .into_iter()
+        .map(|(n, t)| (n, values(t).unwrap()))
+        .collect();
     for ((name, after), start) in trained.iter().zip(&before) {
         assert_ne!(after, start, "{name} did not move in the train-mode pass");
     }
@@ -150,7 +148,7 @@ fn paper_variant_checkpoint_keeps_decoder_running_statistics() {
     let report = EpochReport {
         epoch: 1,
         lr: 1e-3,
-        train_loss: loss as f64,
+        train_loss: loss,
         val_dsc: None,
         seconds: 0.0,
         train_images_per_s: 0.0,
@@ -159,20 +157,20 @@ fn paper_variant_checkpoint_keeps_decoder_running_statistics() {
     let (mut back, _) = checkpoint::load(&out.join("last.json"), dev).expect("reloaded");
     std::fs::remove_dir_all(&out).ok();
     assert_eq!(back.config(), cfg);
-    let reloaded: Vec<(String, Vec<f32>)> = back
+    let reloaded: Vec<(String, Vec<f64>)> = back
         .named_buffers("")
         .into_iter()
-        .map(|(n, t)| (n, floats(t)))
+        .map(|(n, t)| (n, values(t).unwrap()))
         .collect();
     assert_eq!(reloaded, trained);
 
-    let p0 = floats(net.foreground(x.clone()).unwrap());
-    let p1 = floats(back.foreground(x).unwrap());
+    let p0 = values(net.foreground(x.clone()).unwrap()).unwrap();
+    let p1 = values(back.foreground(x).unwrap()).unwrap();
     let worst = p0
         .iter()
         .zip(&p1)
         .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+        .fold(0.0, f64::max);
     assert!(worst <= 1e-6, "reloaded network differs by {worst}");
 }
 
@@ -304,8 +302,4 @@ fn official_weights_import_and_mismatches_are_refused() {
         "{e}"
     );
     std::fs::remove_dir_all(&dir).ok();
-}
-
-fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
 }

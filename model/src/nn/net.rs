@@ -21,17 +21,15 @@ impl NetConfig {
     /// The configuration `medseg train --model NAME` uses for binary segmentation of
     /// `size`² RGB images.
     pub fn by_name(name: &str, size: usize) -> Result<Self, String> {
-        Ok(match name {
-            "sa-umamba" => NetConfig::VmUnet(VmUnetConfig::sa_umamba(1)),
-            "sa-umamba-paper" => NetConfig::VmUnet(VmUnetConfig::sa_umamba_paper(1)),
-            "vm-unet" => NetConfig::VmUnet(VmUnetConfig::paper(1)),
-            "usema" => NetConfig::Usema(UsemaConfig::default_for(size, 3, 2)),
-            other => {
-                return Err(format!(
-                    "unknown model {other:?}; use sa-umamba, sa-umamba-paper, vm-unet or usema"
-                ))
-            }
-        })
+        if let Some(c) = vm_unet_variant(name) {
+            return Ok(NetConfig::VmUnet(c));
+        }
+        match name {
+            "usema" => Ok(NetConfig::Usema(UsemaConfig::default_for(size, 3, 2))),
+            other => Err(format!(
+                "unknown model {other:?}; use sa-umamba, sa-umamba-paper, vm-unet or usema"
+            )),
+        }
     }
 
     /// Short name ("sa-umamba", "sa-umamba-paper", "vm-unet", "usema"; a VM-UNet with RSSS
@@ -111,14 +109,10 @@ impl NetConfig {
                 ..base
             }))
         };
+        if let Some(base) = model.and_then(vm_unet_variant) {
+            return vm(base);
+        }
         match model {
-            Some("sa-umamba") => vm(VmUnetConfig::sa_umamba(1)),
-            Some("sa-umamba-paper") => vm(VmUnetConfig::sa_umamba_paper(1)),
-            Some("vm-unet") => vm(VmUnetConfig::paper(1)),
-            Some("vm-unet-rsss-decoder") => vm(VmUnetConfig {
-                decoder_block: BlockKind::Rsss,
-                ..VmUnetConfig::paper(1)
-            }),
             Some("usema") => Ok(NetConfig::Usema(UsemaConfig {
                 in_channels: num("in_channels")?,
                 num_classes: num("num_classes")?,
@@ -132,6 +126,21 @@ impl NetConfig {
             other => Err(format!("unknown model {other:?}")),
         }
     }
+}
+
+/// The paper configuration (one class) of the VM-UNet-family member called `name`: the block
+/// kinds whose [`NetConfig::name`] is `name`, so that the two cannot disagree.
+fn vm_unet_variant(name: &str) -> Option<VmUnetConfig> {
+    let kinds = [BlockKind::Vss, BlockKind::Rsss];
+    kinds
+        .into_iter()
+        .flat_map(|e| kinds.map(|d| (e, d)))
+        .map(|(encoder_block, decoder_block)| VmUnetConfig {
+            encoder_block,
+            decoder_block,
+            ..VmUnetConfig::paper(1)
+        })
+        .find(|c| NetConfig::VmUnet(c.clone()).name() == name)
 }
 
 /// A network of any kind.
@@ -257,5 +266,61 @@ impl NamedParams for Net {
             Net::VmUnet(n) => n.visit_params(prefix, out),
             Net::Usema(n) => n.visit_params(prefix, out),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name of the VM-UNet family maps to its block kinds and back, and a checkpoint's
+    /// JSON gives the same configuration again.
+    #[test]
+    fn names_and_configurations_round_trip() {
+        let kinds = [
+            ("sa-umamba", BlockKind::Rsss, BlockKind::Vss),
+            ("sa-umamba-paper", BlockKind::Rsss, BlockKind::Rsss),
+            ("vm-unet", BlockKind::Vss, BlockKind::Vss),
+            ("vm-unet-rsss-decoder", BlockKind::Vss, BlockKind::Rsss),
+        ];
+        for (name, encoder, decoder) in kinds {
+            let cfg = NetConfig::by_name(name, 256).unwrap();
+            let NetConfig::VmUnet(c) = &cfg else {
+                panic!("{name} is not a VM-UNet")
+            };
+            assert_eq!(
+                (c.encoder_block, c.decoder_block),
+                (encoder, decoder),
+                "{name}"
+            );
+            assert_eq!(c.dims, vec![96, 192, 384, 768]);
+            assert_eq!(cfg.name(), name);
+            assert_eq!(
+                NetConfig::from_json(Some(name), &cfg.to_json()).unwrap(),
+                cfg
+            );
+        }
+        assert_eq!(
+            NetConfig::by_name("sa-umamba", 256).unwrap(),
+            NetConfig::VmUnet(VmUnetConfig::sa_umamba(1))
+        );
+        assert_eq!(
+            NetConfig::by_name("sa-umamba-paper", 256).unwrap(),
+            NetConfig::VmUnet(VmUnetConfig::sa_umamba_paper(1))
+        );
+        let usema = NetConfig::by_name("usema", 256).unwrap();
+        assert_eq!(usema.name(), "usema");
+        assert_eq!(
+            NetConfig::from_json(Some("usema"), &usema.to_json()).unwrap(),
+            usema
+        );
+
+        let e = NetConfig::by_name("unet", 256).unwrap_err();
+        assert!(
+            e.contains("\"unet\"") && e.contains("sa-umamba-paper"),
+            "{e}"
+        );
+        assert!(NetConfig::from_json(Some("unet"), &usema.to_json()).is_err());
+        assert!(NetConfig::from_json(None, &usema.to_json()).is_err());
     }
 }

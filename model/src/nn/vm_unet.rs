@@ -281,6 +281,16 @@ impl Stage {
         Ok(x)
     }
 
+    /// The BatchNorm running statistics of the stage's RSSS blocks (VSS blocks have none).
+    fn buffers(&self, prefix: &str, out: &mut Vec<(String, Tensor<1>)>) {
+        for (j, b) in self.blocks.iter().enumerate() {
+            if let Block::Rsss(b) = b {
+                let p = join(prefix, &format!("blocks.{j}.conv_blk.cab.0"));
+                out.extend(b.conv.named_buffers(&p));
+            }
+        }
+    }
+
     fn named(&mut self, prefix: &str, out: &mut Visit<'_>) {
         for (j, b) in self.blocks.iter_mut().enumerate() {
             let p = join(prefix, &format!("blocks.{j}"));
@@ -449,12 +459,7 @@ impl VmUnet {
         let mut out = Vec::new();
         for (name, stages) in [("layers", &self.layers), ("layers_up", &self.layers_up)] {
             for (i, stage) in stages.iter().enumerate() {
-                for (j, b) in stage.blocks.iter().enumerate() {
-                    if let Block::Rsss(b) = b {
-                        let p = join(prefix, &format!("{name}.{i}.blocks.{j}.conv_blk.cab.0"));
-                        out.extend(b.conv.named_buffers(&p));
-                    }
-                }
+                stage.buffers(&join(prefix, &format!("{name}.{i}")), &mut out);
             }
         }
         out
