@@ -14,6 +14,9 @@ struct View {
     window: vec4<f32>,
     // x: 1 = RGB image, y: 1 = outline instead of fill, z: 1 = show labels, w: unused.
     flags: vec4<u32>,
+    // A network's proposal under review: x = threshold as a quantised level (0..65535),
+    // y: 1 = heat map instead of the outline, z: 1 = a proposal is shown, w: unused.
+    proposal: vec4<f32>,
 };
 
 @group(0) @binding(0) var<uniform> view: View;
@@ -22,6 +25,8 @@ struct View {
 @group(0) @binding(3) var labels: texture_3d<u32>;
 // Label colours: label l at texel (l % 256, l / 256); alpha 0 hides a label.
 @group(0) @binding(4) var lut: texture_2d<f32>;
+// The proposal's foreground probability, quantised to 0..65535.
+@group(0) @binding(5) var proposal: texture_3d<u32>;
 
 struct VsOut {
     @builtin(position) position: vec4<f32>,
@@ -56,6 +61,23 @@ fn label_at(p: vec3<f32>, dims: vec3<i32>) -> u32 {
         return 0u;
     }
     return textureLoad(labels, v, 0).x;
+}
+
+// Whether the proposal marks voxel position p at the current threshold.
+fn proposed_at(p: vec3<f32>, dims: vec3<i32>) -> bool {
+    let v = voxel_at(p);
+    if (!inside(v, dims)) {
+        return false;
+    }
+    return f32(textureLoad(proposal, v, 0).x) >= max(view.proposal.x, 1.0);
+}
+
+// Heat-map colour of a probability: transparent blue through green and yellow to red.
+fn heat(t: f32) -> vec4<f32> {
+    let r = clamp(1.5 * t - 0.25, 0.0, 1.0);
+    let g = clamp(1.5 - abs(3.0 * t - 1.5), 0.0, 1.0);
+    let b = clamp(1.0 - 2.0 * t, 0.0, 1.0);
+    return vec4<f32>(r, g, b, 0.15 + 0.6 * t);
 }
 
 @fragment
@@ -93,6 +115,21 @@ fn fs_main(in: VsOut) -> @location(0) vec4<f32> {
                 alpha = select(0.0, c.a, edge);
             }
             base = mix(base, c.rgb, alpha);
+        }
+    }
+
+    // The proposal layer: a yellow outline with a light fill at the threshold, or a heat map.
+    if (view.proposal.z == 1.0) {
+        let q = f32(textureLoad(proposal, v, 0).x) / 65535.0;
+        if (view.proposal.y == 1.0) {
+            if (q > 0.02) {
+                let h = heat(q);
+                base = mix(base, h.rgb, h.a);
+            }
+        } else if (proposed_at(p, dims)) {
+            let edge = !proposed_at(p + px, dims) || !proposed_at(p - px, dims)
+                || !proposed_at(p + py, dims) || !proposed_at(p - py, dims);
+            base = mix(base, vec3<f32>(1.0, 0.86, 0.1), select(0.2, 1.0, edge));
         }
     }
     return vec4<f32>(base, 1.0);

@@ -1,7 +1,9 @@
 //! `medseg`: the desktop app (no arguments, or `medseg view`) and the command line.
 
 use clap::{Parser, Subcommand};
-use medseg_model::fixtures;
+use medseg::jobs::{
+    self, segment::ModelRef, terminal::TerminalReporter, train::TrainJob, JobError,
+};
 use medseg_model::gpu::GpuContext;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -83,6 +85,14 @@ enum Command {
         /// USEMA: drop SEMA's global mean-of-V term (the paper's ablation).
         #[arg(long)]
         no_mean_term: bool,
+        /// VM-UNet / SA-UMamba: base width C (stages C, 2C, 4C, 8C; the paper's 96). Smaller
+        /// widths give the compact networks bundled with the app.
+        #[arg(long)]
+        width: Option<usize>,
+        /// Names of the foreground classes, comma-separated (stored with the checkpoints, shown
+        /// by the app), e.g. "polyp".
+        #[arg(long, value_delimiter = ',')]
+        class_names: Vec<String>,
         /// Dataset folder with images/ and masks/ paired by name.
         #[arg(long)]
         data: PathBuf,
@@ -120,6 +130,47 @@ enum Command {
         /// .safetensors. Refused, with the first mismatches listed, when it does not fit --model.
         #[arg(long)]
         init: Option<PathBuf>,
+    },
+    /// Segment images, volumes or DICOM folders with a bundled model or a checkpoint; masks are
+    /// written to OUT (PNG for 2-D raster images, NIfTI with the source's header otherwise).
+    /// A file that fails is reported and the others go on; the exit status is non-zero if any
+    /// failed.
+    Predict {
+        /// A bundled model (see `medseg models`).
+        #[arg(long)]
+        model: Option<String>,
+        /// A medseg checkpoint (.json) or official weights (.pth, .pt, .safetensors).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Files and folders: a folder of images gives each image (and each sub-folder as a
+        /// DICOM series); a folder holding only DICOM files is one series.
+        #[arg(long, required = true, num_args = 1..)]
+        input: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Foreground probability at which a pixel is labelled.
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f32,
+        /// Replace masks already in OUT.
+        #[arg(long)]
+        overwrite: bool,
+        /// Also write a report (per file: output, error, seconds, sizes) as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// List the bundled models.
+    Models,
+    /// Pack a training checkpoint as a compact model (f16 weights + JSON with a title), as the
+    /// bundled models in assets/models are made.
+    PackModel {
+        /// The checkpoint's .json (e.g. OUT/best.json of `medseg train`).
+        checkpoint: PathBuf,
+        /// Output path without extension (writes OUT.json and OUT.safetensors).
+        #[arg(long)]
+        out: PathBuf,
+        /// What it segments, shown in the model picker.
+        #[arg(long)]
+        title: String,
     },
     /// Benchmarks.
     Bench {
@@ -225,9 +276,10 @@ fn check_fixtures(dir: &Path) -> Result<bool, String> {
         ctx.adapter.name,
         ctx.adapter.backend
     );
-    let report = fixtures::check_dir(dir, &ctx.device, ctx.adapter.is_software(), |f| {
-        println!("{}", f.line())
-    })?;
+    let report =
+        medseg_model::parity::check_dir(dir, &ctx.device, ctx.adapter.is_software(), |f| {
+            println!("{}", f.line())
+        })?;
     let failed = report.files.iter().filter(|f| !f.passed()).count();
     println!(
         "{} checked, {} failed, {} not checked",
@@ -313,177 +365,103 @@ fn bench_model(
     write_json(json, &result)
 }
 
-struct TrainArgs {
-    model: String,
-    window: usize,
-    no_mean_term: bool,
-    data: PathBuf,
-    out: PathBuf,
-    epochs: usize,
-    batch: usize,
-    size: usize,
-    seed: u64,
-    split: Option<PathBuf>,
-    limit_train: Option<usize>,
-    limit_val: Option<usize>,
-    resume: bool,
-    stop_after_minutes: Option<f64>,
-    init: Option<PathBuf>,
+/// Runs a job with a terminal reporter, its error as text.
+fn on_terminal<T>(job: impl FnOnce(&TerminalReporter) -> Result<T, JobError>) -> Result<T, String> {
+    let r = TerminalReporter::new();
+    let out = job(&r);
+    r.finish();
+    out.map_err(|e| e.to_string())
 }
 
-fn train(a: TrainArgs) -> Result<(), String> {
-    use medseg_data::dataset::{load_pairs, Dataset};
-    use medseg_model::nn::net::NetConfig;
-    use medseg_model::train::trainer::{self, Event, TrainConfig, TrainState};
-    let mut net_cfg = NetConfig::by_name(&a.model, a.size)?;
-    if let NetConfig::Usema(c) = &mut net_cfg {
-        if a.window == 0 {
-            return Err("--window must be positive".into());
+struct PredictArgs {
+    model: Option<String>,
+    weights: Option<PathBuf>,
+    input: Vec<PathBuf>,
+    out: PathBuf,
+    threshold: f32,
+    overwrite: bool,
+    json: Option<PathBuf>,
+}
+
+fn predict(a: PredictArgs) -> Result<bool, String> {
+    let which = match (&a.model, &a.weights) {
+        (Some(m), None) => {
+            if !jobs::models::BUNDLED.iter().any(|b| b.id == m) {
+                let known: Vec<&str> = jobs::models::BUNDLED.iter().map(|b| b.id).collect();
+                return Err(format!(
+                    "no bundled model called {m:?}; bundled: {}; or pass --weights FILE",
+                    known.join(", ")
+                ));
+            }
+            ModelRef::parse(m)
         }
-        c.window = a.window;
-        c.mean_term = !a.no_mean_term;
-    } else if a.no_mean_term || a.window != 16 {
-        return Err("--window and --no-mean-term apply to --model usema only".into());
-    }
-    let stride = net_cfg.stride();
-    if a.size == 0 || !a.size.is_multiple_of(stride) {
-        return Err(format!(
-            "--size {} must be a positive multiple of {stride} for {}",
-            a.size, a.model
-        ));
-    }
-    let ds = Dataset::scan(&a.data).map_err(|e| e.to_string())?;
-    for w in ds.warnings() {
-        eprintln!("warning: {w}");
-    }
-    let default_split = a.data.join("split.json");
-    let split = match a
-        .split
-        .as_ref()
-        .or(default_split.exists().then_some(&default_split))
-    {
-        Some(f) => ds.split_from_file(f).map_err(|e| e.to_string())?,
-        None => ds.split(a.seed, 0.2),
+        (None, Some(w)) => ModelRef::File(w.clone()),
+        _ => return Err("give either --model NAME (bundled) or --weights FILE".into()),
     };
-    let take = |v: Vec<_>, n: Option<usize>| -> Vec<_> {
-        let n = n.unwrap_or(usize::MAX);
-        v.into_iter().take(n).collect()
-    };
-    let (train_pairs, val_pairs) = (
-        take(split.train, a.limit_train),
-        take(split.val, a.limit_val),
-    );
-    eprintln!(
-        "loading {} training and {} validation pairs from {}",
-        train_pairs.len(),
-        val_pairs.len(),
-        a.data.display()
-    );
-    let (tr, bad_t) = load_pairs(&train_pairs);
-    let (va, bad_v) = load_pairs(&val_pairs);
-    for (p, e) in bad_t.iter().chain(&bad_v) {
-        eprintln!("skipped {}: {e}", p.stem);
-    }
-    let train_samples = trainer::prepare(&tr, a.size)?;
-    let val_samples = trainer::prepare(&va, a.size)?;
+    let t0 = std::time::Instant::now();
     let ctx = gpu()?;
-    let device = ctx.autodiff_device();
-    let mut cfg = TrainConfig::reference(net_cfg, a.epochs);
-    cfg.batch = a.batch;
-    cfg.size = a.size;
-    cfg.seed = a.seed;
-    if a.resume && a.init.is_some() {
-        return Err("--init starts a new run; it cannot be combined with --resume".into());
-    }
-    let (mut net, mut state) = if a.resume {
-        let (net, state) = medseg_model::train::checkpoint::load_state(&a.out, &cfg, &device)?;
-        eprintln!(
-            "resuming at epoch {} of {}",
-            state.next_epoch + 1,
-            cfg.epochs
-        );
-        (net, state)
-    } else {
-        if a.out.join("state.json").exists() {
-            return Err(format!(
-                "{} already holds a run; continue it with --resume or choose another --out",
-                a.out.display()
-            ));
-        }
-        let net = match &a.init {
-            Some(path) => {
-                let net = medseg_model::train::checkpoint::load_official(path, &cfg.net, &device)?;
-                eprintln!("starting from the weights in {}", path.display());
-                net
-            }
-            None => trainer::init_network(&cfg.net, cfg.seed, &device)?,
-        };
-        (net, TrainState::new(&cfg))
+    let gpu_s = t0.elapsed().as_secs_f64();
+    let opts = jobs::predict::PredictOptions {
+        inputs: a.input,
+        out: a.out,
+        threshold: a.threshold,
+        overwrite: a.overwrite,
     };
-    let started = std::time::Instant::now();
-    // The first epoch of a process includes compiling every kernel (minutes on some drivers),
-    // so the time limit is judged from the later epochs once there are any.
-    let mut longest_epoch = 0.0f64;
-    let mut epochs_here = 0usize;
-    eprintln!(
-        "training {} ({} parameters) on {}: {} epochs, batch {}, {}², {} train / {} val images",
-        trainer::model_name(&cfg.net),
-        trainer::parameters(&mut net),
-        ctx.adapter.name,
-        cfg.epochs,
-        cfg.batch,
-        cfg.size,
-        train_samples.len(),
-        val_samples.len()
-    );
-    println!("| epoch | lr | train loss | val DSC | s | train img/s | pool GiB |");
-    println!("|---|---|---|---|---|---|---|");
-    let summary = trainer::train(
-        &mut net,
-        &cfg,
-        &mut state,
-        &train_samples,
-        &val_samples,
-        Some(&a.out),
-        &mut |e| {
-            if let Event::Epoch(r) = e {
-                // The allocator's reserved pool: the high-water mark of the epoch's buffers.
-                let pool = device
-                    .memory_pool_usage()
-                    .map(|u| format!("{:.2}", u.bytes_reserved as f64 / (1u64 << 30) as f64))
-                    .unwrap_or_else(|| "-".into());
-                println!(
-                    "| {} | {:.3e} | {:.4} | {} | {:.1} | {:.1} | {pool} |",
-                    r.epoch,
-                    r.lr,
-                    r.train_loss,
-                    r.val_dsc.map(|d| format!("{d:.4}")).unwrap_or("-".into()),
-                    r.seconds,
-                    r.train_images_per_s
-                );
-                epochs_here += 1;
-                if epochs_here == 2 {
-                    longest_epoch = r.seconds;
-                } else {
-                    longest_epoch = longest_epoch.max(r.seconds);
-                }
-                if let (Some(m), true) = (a.stop_after_minutes, epochs_here >= 2) {
-                    let left = m * 60.0 - started.elapsed().as_secs_f64();
-                    if left < 1.2 * longest_epoch {
-                        eprintln!("stopping before the time limit; continue with --resume");
-                        return false;
-                    }
-                }
-            }
-            true
-        },
-    )?;
-    if let (Some(e), Some(d)) = (summary.best_epoch, summary.best_val_dsc) {
-        eprintln!(
-            "best val DSC {d:.4} at epoch {e}; checkpoints in {}",
-            a.out.display()
+    let mut load_s = 0.0;
+    let report = on_terminal(|r| {
+        let mut model = jobs::segment::load_model(&which, &ctx.device, r)?;
+        load_s = t0.elapsed().as_secs_f64() - gpu_s;
+        eprintln!("model: {} on {}", model.title, ctx.adapter.name);
+        jobs::predict::predict(&mut model, &opts, r, &mut |i, n, path| {
+            r.set_prefix(&format!("[{}/{n}] {}", i + 1, path.display()))
+        })
+    })?;
+    print!("{}", report.to_text());
+    if let Some(first) = report.files.first() {
+        // Includes reading the first file, compiling (or loading from the kernel cache) and
+        // tuning every kernel the network runs, and writing its mask.
+        println!(
+            "first mask {:.2} s after start (GPU {gpu_s:.2} s, model {load_s:.2} s, first file {:.2} s; kernel cache {})",
+            gpu_s + load_s + first.seconds,
+            first.seconds,
+            medseg_model::gpu::kernel_cache_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|| "off".into())
         );
     }
+    write_json(a.json.as_ref(), &report)?;
+    Ok(report.failed == 0)
+}
+
+/// Writes a checkpoint as a compact bundled model: f16 weights and a JSON with its title.
+fn pack_model(checkpoint: &Path, out: &Path, title: &str) -> Result<(), String> {
+    use medseg_model::train::checkpoint;
+    let meta = checkpoint::read_meta(checkpoint)?;
+    let weights = checkpoint.with_file_name(
+        meta["weights"]
+            .as_str()
+            .ok_or("the checkpoint names no weights file")?,
+    );
+    let tensors = checkpoint::read_tensors(&weights)?;
+    let name = out
+        .file_name()
+        .ok_or("--out must name a file stem, e.g. assets/models/polyp")?
+        .to_string_lossy()
+        .to_string();
+    let mut card = meta.clone();
+    card["title"] = title.into();
+    card["weights"] = format!("{name}.safetensors").into();
+    card["format"] = "medseg checkpoint 1".into();
+    card["weights_dtype"] = "f16".into();
+    card["source_checkpoint"] = checkpoint.display().to_string().into();
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    checkpoint::write_tensors(&out.with_extension("safetensors"), &tensors, true)?;
+    let body = serde_json::to_vec_pretty(&card).map_err(|e| e.to_string())?;
+    medseg_data::atomic::write_atomic(&out.with_extension("json"), true, |w| w.write_all(&body))
+        .map_err(|e| e.to_string())?;
+    println!("wrote {0}.json and {0}.safetensors", out.display());
     Ok(())
 }
 
@@ -518,6 +496,8 @@ fn main() -> ExitCode {
             model,
             window,
             no_mean_term,
+            width,
+            class_names,
             data,
             out,
             epochs,
@@ -530,25 +510,65 @@ fn main() -> ExitCode {
             resume,
             stop_after_minutes,
             init,
-        } => train(TrainArgs {
-            init: init.clone(),
-            resume: *resume,
-            stop_after_minutes: *stop_after_minutes,
-            model: model.clone(),
-            window: *window,
-            no_mean_term: *no_mean_term,
-            data: data.clone(),
-            out: out.clone(),
-            epochs: *epochs,
-            batch: *batch,
-            size: *size,
-            seed: *seed,
-            split: split.clone(),
-            limit_train: *limit_train,
-            limit_val: *limit_val,
+        } => on_terminal(|r| {
+            let ctx = GpuContext::create()?;
+            jobs::train::train(
+                &TrainJob {
+                    init: init.clone(),
+                    resume: *resume,
+                    stop_after_minutes: *stop_after_minutes,
+                    model: model.clone(),
+                    window: *window,
+                    no_mean_term: *no_mean_term,
+                    width: *width,
+                    class_names: class_names.clone(),
+                    data: data.clone(),
+                    out: out.clone(),
+                    epochs: *epochs,
+                    batch: *batch,
+                    size: *size,
+                    seed: *seed,
+                    split: split.clone(),
+                    limit_train: *limit_train,
+                    limit_val: *limit_val,
+                },
+                &ctx,
+                r,
+            )
         })
         .map(|_| true),
+        Command::Predict {
+            model,
+            weights,
+            input,
+            out,
+            threshold,
+            overwrite,
+            json,
+        } => predict(PredictArgs {
+            model: model.clone(),
+            weights: weights.clone(),
+            input: input.clone(),
+            out: out.clone(),
+            threshold: *threshold,
+            overwrite: *overwrite,
+            json: json.clone(),
+        }),
+        Command::PackModel {
+            checkpoint,
+            out,
+            title,
+        } => pack_model(checkpoint, out, title).map(|_| true),
         Command::GpuInfo => gpu_info().map(|_| true),
+        Command::Models => {
+            if jobs::models::BUNDLED.is_empty() {
+                println!("no model is bundled with this build; use --weights FILE");
+            }
+            for m in jobs::models::BUNDLED {
+                println!("{:<24} {}", m.id, m.title);
+            }
+            Ok(true)
+        }
         Command::CheckFixtures { dir } => check_fixtures(dir),
         Command::Info { path, json } => info(path, *json).map(|_| true),
         Command::Eval {

@@ -313,6 +313,8 @@ impl GpuContext {
         device: wgpu::Device,
         queue: wgpu::Queue,
     ) -> Result<Self, GpuError> {
+        #[cfg(not(target_arch = "wasm32"))]
+        use_kernel_cache();
         let info = adapter.get_info();
         let summary = AdapterSummary::new(&info, device.features());
         let limits = KernelLimits::from_wgpu(&device.limits());
@@ -348,6 +350,54 @@ impl GpuContext {
     }
 }
 
+/// Where compiled kernels and autotune results are kept between runs, so only the first run on
+/// a machine pays for compiling and tuning: `MEDSEG_KERNEL_CACHE` (a folder, or `off`), else
+/// `medseg/kernels` under the user's cache folder (`$XDG_CACHE_HOME`, else `~/.cache`). None
+/// when caching is off or no folder can be found.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn kernel_cache_dir() -> Option<std::path::PathBuf> {
+    use std::path::PathBuf;
+    match std::env::var("MEDSEG_KERNEL_CACHE") {
+        Ok(v) if v == "off" || v == "0" => return None,
+        Ok(v) if !v.is_empty() => return Some(PathBuf::from(v)),
+        _ => {}
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })
+        .or_else(|| std::env::var_os("LOCALAPPDATA").map(PathBuf::from))?;
+    Some(base.join("medseg").join("kernels"))
+}
+
+/// Points the compute runtime's persistent caches (compiled kernels, autotune results) at
+/// [`kernel_cache_dir`], keeping any `cubecl.toml` / `CUBECL_*` settings. Must run before the
+/// runtime reads its configuration (the first device); later calls change nothing. Returns
+/// the folder in use.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn use_kernel_cache() -> Option<std::path::PathBuf> {
+    use burn::cubecl::config::cache::CacheConfig;
+    use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+    let dir = kernel_cache_dir();
+    let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+    match &dir {
+        Some(d) if std::fs::create_dir_all(d).is_ok() => {
+            config.environment.path = CacheConfig::Directory(d.clone());
+            config.compilation.cache = true;
+        }
+        _ => {
+            config.compilation.cache = false;
+            config.autotune.disable_cache = true;
+        }
+    }
+    CubeClRuntimeConfig::try_set(config);
+    dir
+}
+
 static BINDING_LIMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(128 << 20);
 
 fn set_binding_limit(bytes: u64) {
@@ -365,8 +415,8 @@ pub fn binding_limit() -> u64 {
 /// A, D = 0, so y_t = Δ_t u_t = 30, 60, 90) on `device`: proof that our WGSL kernels compile
 /// and run there. `medseg gpu-info` reports it; the app can check a device it was handed.
 pub fn kernel_self_test(device: &Device) -> Result<(), String> {
-    use crate::fixtures::{tensor, values};
     use crate::ops::scan::{selective_scan, ScanInput, ScanOptions, ScanOrder};
+    use crate::tensors::{tensor, values};
     let y = selective_scan(
         ScanInput {
             u: tensor(vec![1.0, 2.0, 3.0], [1, 1, 3, 1], device),

@@ -58,6 +58,11 @@ impl Segmenter {
         self.net.classes()
     }
 
+    /// Fewer tiles per call (after the GPU failed at the current batch).
+    pub fn set_max_batch(&mut self, batch: usize) {
+        self.max_batch = batch.max(1);
+    }
+
     /// Class probabilities (classes × h × w) of an interleaved (h × w × channels), normalised image.
     pub fn predict(
         &mut self,
@@ -102,16 +107,26 @@ impl TileModel for Segmenter {
                 tiles[i]
             ));
         }
-        let x = Tensor::<4>::from_data(
-            TensorData::new(tiles.to_vec(), [batch, c, t, t]),
-            &self.device,
-        );
-        self.net
-            .probabilities(x)?
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| format!("reading the probabilities back failed: {e:?}"))
+        let (net, device) = (&mut self.net, &self.device);
+        // The runtime reports out-of-memory and device loss by panicking; keep that a typed
+        // failure of this call (the caller retries with fewer tiles or reports it).
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let x =
+                Tensor::<4>::from_data(TensorData::new(tiles.to_vec(), [batch, c, t, t]), device);
+            net.probabilities(x)?
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| format!("reading the probabilities back failed: {e:?}"))
+        }));
+        run.unwrap_or_else(|panic| {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the GPU runtime failed".into());
+            Err(format!("{batch} tile(s) of {t}²: {msg}"))
+        })
     }
 }
 

@@ -9,10 +9,13 @@ pub mod gpu;
 pub mod infer;
 pub mod nn;
 pub mod ops;
+pub mod parity;
 pub mod pth;
 pub mod reference;
+pub mod segment;
 pub mod shaders;
 pub mod ss2d;
+pub mod tensors;
 pub mod train;
 
 pub use error::{GpuError, ShapeError};

@@ -260,6 +260,39 @@ pub fn f16_to_f32(h: u16) -> f32 {
     }
 }
 
+/// f32 to IEEE half, rounding to nearest (ties to even); overflow gives ±infinity, NaN stays NaN.
+pub fn f32_to_f16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    let exp = ((bits >> 23) & 0xFF) as i32;
+    let man = bits & 0x7F_FFFF;
+    if exp == 0xFF {
+        return sign | 0x7C00 | if man != 0 { 0x200 } else { 0 };
+    }
+    let e = exp - 127 + 15;
+    if e >= 0x1F {
+        return sign | 0x7C00;
+    }
+    if e <= 0 {
+        // Subnormal half (or zero): shift the full significand into place and round.
+        if e < -10 {
+            return sign;
+        }
+        let full = man | 0x80_0000;
+        let shift = (14 - e) as u32;
+        let half = full >> shift;
+        let rest = full & ((1 << shift) - 1);
+        let mid = 1 << (shift - 1);
+        let round = rest > mid || (rest == mid && half & 1 == 1);
+        return sign | (half + round as u32) as u16;
+    }
+    let half = ((e as u32) << 10) | (man >> 13);
+    let rest = man & 0x1FFF;
+    let round = rest > 0x1000 || (rest == 0x1000 && half & 1 == 1);
+    // A carry out of the significand correctly bumps the exponent (up to infinity).
+    sign | (half + round as u32) as u16
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Value {
     None,
@@ -580,6 +613,44 @@ fn call(func: Value, args: Value) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every finite half survives f16 → f32 → f16, and f32 values between two halves round to
+    /// the nearer (ties to the even one), checked against the exact f64 distances.
+    #[test]
+    fn f32_to_f16_rounds_to_nearest_even() {
+        for h in 0u16..=0xFFFF {
+            let x = f16_to_f32(h);
+            if x.is_nan() {
+                assert!(f16_to_f32(f32_to_f16(x)).is_nan());
+                continue;
+            }
+            assert_eq!(f32_to_f16(x), h, "{h:#06x} ({x})");
+        }
+        let mut state = 12345u64;
+        for _ in 0..100_000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let x = f32::from_bits((state >> 32) as u32);
+            if !x.is_finite() || x.abs() > 65504.0 {
+                continue;
+            }
+            let h = f32_to_f16(x);
+            let got = (f16_to_f32(h) as f64 - x as f64).abs();
+            for n in [h.wrapping_sub(1), h.wrapping_add(1)] {
+                let other = f16_to_f32(n);
+                if other.is_finite() && (n & 0x7FFF) != 0x7C00 && (n ^ h) & 0x8000 == 0 {
+                    let d = (other as f64 - x as f64).abs();
+                    assert!(
+                        got < d || (got == d && h & 1 == 0),
+                        "{x}: {h:#06x} vs {n:#06x}"
+                    );
+                }
+            }
+        }
+        assert_eq!(f32_to_f16(1e6), 0x7C00);
+        assert_eq!(f32_to_f16(-1e-9), 0x8000);
+    }
 
     #[test]
     fn refuses_what_is_not_a_checkpoint() {

@@ -2,14 +2,13 @@
 //! scan (our kernel, cross-scan and merge folded into its loads and stores), out_norm, the
 //! SiLU(z) gate and out_proj. Parameter names follow the official state_dict.
 
-use crate::fixtures::{rel_l2, tensor, values, Comparison, Fixture, Tolerance};
 use crate::ops::scan::{selective_scan, ScanInput, ScanOptions, ScanOrder};
 use crate::ShapeError;
 use burn::module::{Module, Param};
 use burn::tensor::activation::silu;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 /// Sizes of an SS2D block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,49 +134,6 @@ pub fn layer_norm(x: Tensor<2>, weight: Tensor<1>, bias: Tensor<1>) -> Tensor<2>
     let xc = x - mean;
     let var = xc.clone().square().mean_dim(1);
     xc / (var + LN_EPS).sqrt() * weight.unsqueeze_dim(0) + bias.unsqueeze_dim(0)
-}
-
-/// `medseg check-fixtures` check for `ss2d*` files: load `param.*` by official name, run
-/// forward and backward of `sum(out · dy)`, compare `out` and every `grad.*`.
-pub fn check_fixture(
-    f: &Fixture,
-    device: &Device,
-) -> Result<Vec<Comparison>, crate::fixtures::CheckError> {
-    use crate::nn::params::{AnyParam, Loader, NamedParams};
-    let ad = device.clone().autodiff();
-    let x = f.shaped("x", 4)?;
-    let shape: [usize; 4] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
-    let [_, rn2, _] = <[usize; 3]>::try_from(f.shaped("param.x_proj_weight", 3)?.shape.clone())
-        .map_err(|_| "param.x_proj_weight is not rank 3".to_string())?;
-    let d_state = f.shaped("param.A_logs", 2)?.shape[1];
-    let cfg = Ss2dConfig {
-        dims: shape[3],
-        d_state,
-        expand: f.shaped("param.in_proj.weight", 2)?.shape[0] / (2 * shape[3]).max(1),
-        dt_rank: rn2 - 2 * d_state,
-    };
-    let mut source = crate::nn::parity::FixtureWeights::new(f);
-    let mut block = Ss2d::load(cfg, &mut Loader::new(&mut source, ad.clone(), ""))?;
-    let xt = tensor(x.data.clone(), shape, &ad).require_grad();
-    let dy = tensor(f.get("dy")?.data.clone(), shape, &ad);
-    let out = block.forward(xt.clone()).map_err(|e| e.to_string())?;
-    let grads = (out.clone() * dy).sum().backward();
-    let mut cmp = vec![Comparison {
-        name: "out".into(),
-        error: rel_l2(&values(out.inner())?, &f.get("out")?.data),
-        tolerance: Tolerance::Relative(1e-5),
-    }];
-    let mut named = vec![("x".to_string(), AnyParam::R4(Param::from_tensor(xt)))];
-    block.named_params("", &mut named);
-    cmp.extend(crate::nn::parity::compare_grads(
-        f,
-        "",
-        &grads,
-        &named,
-        &[],
-        1e-4,
-    )?);
-    Ok(cmp)
 }
 
 impl Ss2d {

@@ -4,5 +4,6 @@
 
 mod compute;
 mod harness;
+mod segment;
 mod viewer;
 mod xvfb;

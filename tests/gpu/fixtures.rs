@@ -1,7 +1,8 @@
 //! The official-code fixtures, through the same code as `medseg check-fixtures`.
 
 use crate::{gpu, shared_dir};
-use medseg_model::fixtures::{check_dir, Outcome};
+use medseg_model::fixtures::Outcome;
+use medseg_model::parity::check_dir;
 
 #[test]
 fn official_fixtures_pass() {

@@ -153,7 +153,8 @@ fn paper_variant_checkpoint_keeps_decoder_running_statistics() {
         seconds: 0.0,
         train_images_per_s: 0.0,
     };
-    checkpoint::save(&out, "last", &mut net, &cfg, &report).expect("saved");
+    let train_cfg = medseg_model::train::trainer::TrainConfig::reference(cfg.clone(), 1);
+    checkpoint::save(&out, "last", &mut net, &train_cfg, &report).expect("saved");
     let (mut back, _) = checkpoint::load(&out.join("last.json"), dev).expect("reloaded");
     std::fs::remove_dir_all(&out).ok();
     assert_eq!(back.config(), cfg);

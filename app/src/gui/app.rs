@@ -1,11 +1,13 @@
-//! The app: state handling (tasks, documents, dialogs, shortcuts) and the UI that shows it.
+//! The app: state and actions (tasks, documents, opening, export, shortcuts, undo); the panels
+//! that show them are in `ui/`, one file each.
 
-use super::document::{is_photo, Document, Plane, Stroke, ViewMapping, Window, CT_PRESETS};
+use super::document::{Document, Plane, Stroke, ViewMapping};
 use super::recent::Recent;
-use super::render::{GpuDoc, SliceRenderer, ViewUniforms};
+use super::render::{GpuDoc, SliceRenderer};
 use super::sample::SAMPLES;
 use super::tasks::{Outcome, TaskError, Tasks};
-use egui::{Color32, Key, Modifiers, PointerButton, Pos2, Rect, Sense, Stroke as Line, Vec2};
+use crate::jobs;
+use egui::{Color32, Key, Modifiers, Rect, Vec2};
 use egui_wgpu::wgpu;
 use medseg_data::volume::LabelMap;
 use std::collections::HashMap;
@@ -22,11 +24,11 @@ pub enum Tool {
 
 /// Zoom and pan of one plane.
 #[derive(Clone, Copy, Debug)]
-struct ViewState {
-    zoom: f32,
-    pan: Vec2,
+pub(crate) struct ViewState {
+    pub(crate) zoom: f32,
+    pub(crate) pan: Vec2,
     /// Wheel movement not yet turned into whole slices.
-    scroll: f32,
+    pub(crate) scroll: f32,
 }
 
 impl Default for ViewState {
@@ -48,7 +50,7 @@ pub struct DrawnView {
     pub cursor: Option<[f32; 2]>,
 }
 
-enum Dialog {
+pub(crate) enum Dialog {
     Error(String),
     /// Export would replace this file.
     Replace(PathBuf),
@@ -66,61 +68,72 @@ pub enum Opening {
 }
 
 /// What a file dialog (running on its own thread) picked.
-enum Picked {
+pub(crate) enum Picked {
     Image(PathBuf),
+    Model(PathBuf),
     Labels(PathBuf),
     Export(PathBuf),
     Screenshot(PathBuf),
 }
 
-struct Gpu {
-    instance: wgpu::Instance,
-    adapter: wgpu::Adapter,
-    device: wgpu::Device,
-    queue: wgpu::Queue,
-    renderer: SliceRenderer,
+pub(crate) struct Gpu {
+    pub(crate) instance: wgpu::Instance,
+    pub(crate) adapter: wgpu::Adapter,
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) renderer: SliceRenderer,
     /// burn on this same device, started on first use.
-    compute: Option<medseg_model::gpu::GpuContext>,
+    pub(crate) compute: Option<medseg_model::gpu::GpuContext>,
 }
 
 pub struct MedsegApp {
-    gpu: Gpu,
+    pub(crate) gpu: Gpu,
     pub doc: Option<Document>,
-    gpu_doc: Option<GpuDoc>,
+    pub(crate) gpu_doc: Option<GpuDoc>,
     pub tasks: Tasks,
     pub tool: Tool,
     pub brush_radius_mm: f32,
     pub active_label: u16,
-    views: HashMap<Plane, ViewState>,
+    pub(crate) views: HashMap<Plane, ViewState>,
     pub maximised: Option<Plane>,
-    stroke: Option<(Plane, Stroke)>,
+    pub(crate) stroke: Option<(Plane, Stroke)>,
     /// The last status message and whether it is an error.
     pub status: (String, bool),
-    recent: Recent,
-    dialog: Option<Dialog>,
-    hover: Option<(Plane, [usize; 3])>,
+    pub(crate) recent: Recent,
+    pub(crate) dialog: Option<Dialog>,
+    pub(crate) hover: Option<(Plane, [usize; 3])>,
     pub drawn: HashMap<Plane, DrawnView>,
     /// Close the window once edits are saved or discarded.
-    allow_close: bool,
-    open_path_text: String,
-    picked_tx: Sender<Picked>,
-    picked_rx: Receiver<Picked>,
-    shot_tx: Sender<Arc<egui::ColorImage>>,
-    shot_rx: Receiver<Arc<egui::ColorImage>>,
+    pub(crate) allow_close: bool,
+    pub(crate) open_path_text: String,
+    pub(crate) picked_tx: Sender<Picked>,
+    pub(crate) picked_rx: Receiver<Picked>,
+    pub(crate) shot_tx: Sender<Arc<egui::ColorImage>>,
+    pub(crate) shot_rx: Receiver<Arc<egui::ColorImage>>,
     /// Where the next screenshot goes, and whether to quit after writing it.
-    shot_target: Option<(PathBuf, bool)>,
+    pub(crate) shot_target: Option<(PathBuf, bool)>,
     /// Labels to open once the image being loaded arrives.
-    labels_after_open: Option<PathBuf>,
+    pub(crate) labels_after_open: Option<PathBuf>,
     /// Export generation (the document's edit count when the export started).
-    export_generation: HashMap<u64, u64>,
-    ctx: egui::Context,
-    ctx_slot: ContextSlot,
+    pub(crate) export_generation: HashMap<u64, u64>,
+    /// Models the Segment action can run: the bundled ones, then files the user opened.
+    pub models: Vec<jobs::segment::ModelRef>,
+    /// Index into `models` of the one Segment runs.
+    pub model_index: usize,
+    /// The last model loaded, kept (on the GPU) for the next Segment.
+    pub(crate) model_cache: Arc<Mutex<jobs::segment::ModelCache>>,
+    /// Counts documents opened, so a proposal for an image no longer open is dropped.
+    pub doc_serial: u64,
+    /// A bundled model to run as soon as the image being opened arrives.
+    pub(crate) segment_after_open: Option<&'static str>,
+    pub(crate) ctx: egui::Context,
+    pub(crate) ctx_slot: ContextSlot,
 }
 
 /// The egui context workers wake; set on the first frame.
-type ContextSlot = Arc<Mutex<Option<egui::Context>>>;
+pub(crate) type ContextSlot = Arc<Mutex<Option<egui::Context>>>;
 
-fn wake(slot: &ContextSlot) -> Arc<dyn Fn() + Send + Sync> {
+pub(crate) fn wake(slot: &ContextSlot) -> Arc<dyn Fn() + Send + Sync> {
     let slot = slot.clone();
     Arc::new(move || {
         if let Some(c) = slot.lock().ok().and_then(|c| c.clone()) {
@@ -168,6 +181,14 @@ impl MedsegApp {
             shot_target: None,
             labels_after_open: None,
             export_generation: HashMap::new(),
+            models: jobs::models::BUNDLED
+                .iter()
+                .map(|m| jobs::segment::ModelRef::Bundled(m.id))
+                .collect(),
+            model_index: 0,
+            model_cache: Arc::default(),
+            doc_serial: 0,
+            segment_after_open: None,
             ctx: egui::Context::default(),
             ctx_slot: slot,
         }
@@ -220,11 +241,26 @@ impl MedsegApp {
         }
     }
 
-    fn info(&mut self, text: impl Into<String>) {
+    pub(crate) fn info(&mut self, text: impl Into<String>) {
         self.status = (text.into(), false);
     }
 
-    fn error(&mut self, text: impl Into<String>) {
+    /// Shows an error in the status bar and a dialog.
+    pub(crate) fn report_error(&mut self, text: impl Into<String>) {
+        self.error(text);
+    }
+
+    /// The model cache shared with the Segment workers.
+    pub(crate) fn model_cache(&self) -> Arc<Mutex<jobs::segment::ModelCache>> {
+        self.model_cache.clone()
+    }
+
+    /// Opens a model-file dialog; the pick is handled on a later frame.
+    pub(crate) fn pick_model_file(&self, d: rfd::FileDialog) {
+        self.pick(Picked::Model, d, false, false);
+    }
+
+    pub(crate) fn error(&mut self, text: impl Into<String>) {
         let text = text.into();
         self.status = (text.clone(), true);
         self.dialog = Some(Dialog::Error(text));
@@ -239,10 +275,17 @@ impl MedsegApp {
 
     /// Opens a bundled sample with its labels.
     pub fn open_sample(&mut self, index: usize) {
+        self.segment_after_open = None;
         self.open(Opening::Sample(index), false);
     }
 
-    fn open(&mut self, what: Opening, confirmed: bool) {
+    /// Opens a bundled sample and runs the bundled model `model` on it once it is open.
+    pub fn open_sample_and_segment(&mut self, index: usize, model: &'static str) {
+        self.open(Opening::Sample(index), false);
+        self.segment_after_open = Some(model);
+    }
+
+    pub(crate) fn open(&mut self, what: Opening, confirmed: bool) {
         if !confirmed && self.doc.as_ref().is_some_and(|d| d.unsaved) {
             self.dialog = Some(Dialog::UnsavedOpen(what));
             return;
@@ -251,30 +294,20 @@ impl MedsegApp {
             Opening::Image(path) => {
                 let title = format!("Opening {}", path.display());
                 self.tasks.spawn(title, move |p| {
-                    p.report(None, "reading");
-                    let v = if path.is_dir() {
-                        medseg_data::dicom::load_series_with(&path, None, &mut |done, total| {
-                            p.report(
-                                Some(done as f32 / total.max(1) as f32),
-                                format!("slice {done} of {total}"),
-                            )
-                        })
-                    } else {
-                        medseg_data::load(&path)
-                    };
-                    v.map(|v| Outcome::Document(Box::new(Document::new(v))))
-                        .map_err(|e| e.to_string())
+                    let v = jobs::open::open_image(&path, p)?;
+                    Ok(Outcome::Document(Box::new(Document::new(v))))
                 });
             }
             Opening::Sample(i) => {
                 let sample = &SAMPLES[i];
                 self.tasks
                     .spawn(format!("Opening sample: {}", sample.name), move |_| {
-                        let (v, l) = sample.load().map_err(|e| e.to_string())?;
+                        let (v, l) = sample.load()?;
+                        let l = l.map(Box::new);
                         let names = sample.label_names.iter().map(|s| s.to_string()).collect();
                         Ok(Outcome::DocumentWithLabels(
                             Box::new(Document::new(v)),
-                            Box::new(l),
+                            l,
                             names,
                         ))
                     });
@@ -295,14 +328,12 @@ impl MedsegApp {
         }
         self.tasks
             .spawn(format!("Opening labels {}", path.display()), move |p| {
-                p.report(None, "reading");
-                medseg_data::load_labels(&path)
-                    .map(|l| Outcome::Labels(Box::new(l), path))
-                    .map_err(|e| e.to_string())
+                let l = jobs::open::open_labels(&path, p)?;
+                Ok(Outcome::Labels(Box::new(l), path))
             });
     }
 
-    fn set_document(&mut self, mut doc: Document) -> bool {
+    pub(crate) fn set_document(&mut self, mut doc: Document) -> bool {
         match GpuDoc::new(
             &self.gpu.device,
             &self.gpu.queue,
@@ -320,6 +351,7 @@ impl MedsegApp {
                 ));
                 self.gpu_doc = Some(g);
                 self.doc = Some(doc);
+                self.doc_serial += 1;
                 self.views.clear();
                 self.maximised = None;
                 self.stroke = None;
@@ -336,7 +368,7 @@ impl MedsegApp {
         }
     }
 
-    fn apply_labels(&mut self, labels: LabelMap, path: PathBuf, names: &[String]) {
+    pub(crate) fn apply_labels(&mut self, labels: LabelMap, path: PathBuf, names: &[String]) {
         let Some(doc) = self.doc.as_mut() else {
             return;
         };
@@ -368,25 +400,8 @@ impl MedsegApp {
             self.error("Nothing to export: no image is open.");
             return;
         };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_ascii_lowercase())
-            .unwrap_or_default();
-        let png = name.ends_with(".png");
-        if !png && !name.ends_with(".nii") && !name.ends_with(".nii.gz") {
-            self.error(format!(
-                "{}: choose a name ending in .nii.gz or .nii (NIfTI){}",
-                path.display(),
-                if doc.is_2d() { " or .png" } else { "" }
-            ));
-            return;
-        }
-        if png && !doc.is_2d() {
-            self.error(format!(
-                "{}: a PNG holds one slice; this volume has {}; export it as .nii.gz",
-                path.display(),
-                doc.dims()[2]
-            ));
+        if let Err(e) = jobs::export::mask_format(&path, &doc.labels) {
+            self.error(e.to_string());
             return;
         }
         if !overwrite && path.exists() {
@@ -398,14 +413,8 @@ impl MedsegApp {
         let id = self
             .tasks
             .spawn(format!("Exporting {}", path.display()), move |p| {
-                p.report(None, "writing");
-                let r = if png {
-                    medseg_data::raster::write_png_labels(&path, &labels, overwrite)
-                } else {
-                    medseg_data::nifti::write_labels(&path, &labels, overwrite)
-                };
-                r.map(|()| Outcome::Saved(path, "labels".into()))
-                    .map_err(|e| e.to_string())
+                jobs::export::export_labels(&path, &labels, overwrite, p)?;
+                Ok(Outcome::Saved(path, "labels".into()))
             });
         self.export_generation.insert(id, generation);
     }
@@ -424,7 +433,7 @@ impl MedsegApp {
             ));
     }
 
-    fn write_screenshot(&mut self, img: Arc<egui::ColorImage>) {
+    pub(crate) fn write_screenshot(&mut self, img: Arc<egui::ColorImage>) {
         let Some((path, quit)) = self.shot_target.take() else {
             return;
         };
@@ -458,7 +467,7 @@ impl MedsegApp {
     }
 
     /// Where each plane lies in the last frame, in physical pixels, for checking screenshots.
-    fn layout_json(&self, size: [usize; 2]) -> serde_json::Value {
+    pub(crate) fn layout_json(&self, size: [usize; 2]) -> serde_json::Value {
         let ppp = self.ctx.pixels_per_point();
         let views: Vec<serde_json::Value> = self
             .drawn
@@ -489,7 +498,7 @@ impl MedsegApp {
 
     // ----- per-frame state ---------------------------------------------------------------------
 
-    fn poll(&mut self, ctx: &egui::Context) {
+    pub(crate) fn poll(&mut self, ctx: &egui::Context) {
         for (task, title, result) in self.tasks.poll() {
             match result {
                 Ok(Outcome::Document(d)) => {
@@ -506,13 +515,24 @@ impl MedsegApp {
                 Ok(Outcome::DocumentWithLabels(d, l, names)) => {
                     let path = d.image.source.path.clone();
                     if self.set_document(*d) {
-                        self.apply_labels(*l, path, &names);
+                        if let Some(l) = l {
+                            self.apply_labels(*l, path, &names);
+                        }
                         if let Some(d) = self.doc.as_mut() {
                             // A fresh sample: its labels are not an edit to save, and the
                             // first undo step should not remove them.
                             d.unsaved = false;
                             d.labels_path = None;
                             d.undo = super::undo::UndoStack::new(super::document::UNDO_LIMIT_BYTES);
+                        }
+                        if let Some(m) = self.segment_after_open.take() {
+                            if self.choose_model(m) {
+                                self.segment();
+                            } else {
+                                self.error(format!(
+                                    "The bundled model {m:?} is not in this build."
+                                ));
+                            }
                         }
                     }
                 }
@@ -532,6 +552,10 @@ impl MedsegApp {
                     }
                     self.info(format!("Saved {what} to {}", path.display()));
                 }
+                Ok(Outcome::Proposal(proposal, model, serial)) => {
+                    self.proposal_arrived(*proposal, &model, serial)
+                }
+                Ok(Outcome::ModelReady(title)) => self.info(format!("Model ready: {title}")),
                 Err(TaskError::Cancelled) => self.info(format!("{title}: cancelled")),
                 Err(TaskError::Failed(e)) => {
                     self.labels_after_open = None;
@@ -542,6 +566,7 @@ impl MedsegApp {
         while let Ok(p) = self.picked_rx.try_recv() {
             match p {
                 Picked::Image(p) => self.open_image(p),
+                Picked::Model(p) => self.open_model(p),
                 Picked::Labels(p) => self.open_labels(p),
                 Picked::Export(p) => self.export_labels(p, false),
                 Picked::Screenshot(p) => self.screenshot(p, false),
@@ -582,7 +607,7 @@ impl MedsegApp {
         }
     }
 
-    fn shortcuts(&mut self, ctx: &egui::Context) {
+    pub(crate) fn shortcuts(&mut self, ctx: &egui::Context) {
         if ctx.egui_wants_keyboard_input() {
             return;
         }
@@ -614,6 +639,12 @@ impl MedsegApp {
         if n {
             self.tool = Tool::Navigate;
         }
+        let seg = ctx.input(|i| {
+            i.key_pressed(super::ui::segment_panel::SEGMENT_KEY) && i.modifiers.is_none()
+        });
+        if seg && self.doc.is_some() && self.tasks.is_idle() {
+            self.segment();
+        }
     }
 
     pub fn undo(&mut self) {
@@ -624,7 +655,7 @@ impl MedsegApp {
         self.history(true);
     }
 
-    fn history(&mut self, redo: bool) {
+    pub(crate) fn history(&mut self, redo: bool) {
         if self.stroke.is_some() {
             return;
         }
@@ -665,7 +696,13 @@ impl MedsegApp {
         self.dialogs(&ctx);
     }
 
-    fn pick(&self, what: fn(PathBuf) -> Picked, dialog: rfd::FileDialog, save: bool, folder: bool) {
+    pub(crate) fn pick(
+        &self,
+        what: fn(PathBuf) -> Picked,
+        dialog: rfd::FileDialog,
+        save: bool,
+        folder: bool,
+    ) {
         let tx = self.picked_tx.clone();
         let ctx = self.ctx.clone();
         // The system dialog blocks; keep it off the UI thread.
@@ -683,689 +720,13 @@ impl MedsegApp {
             }
         });
     }
-
-    fn menu_bar(&mut self, ui: &mut egui::Ui) {
-        egui::MenuBar::new().ui(ui, |ui| {
-            ui.menu_button("File", |ui| {
-                if ui.button("Open image or volume…").clicked() {
-                    let d = rfd::FileDialog::new()
-                        .add_filter(
-                            "Images and volumes",
-                            &[
-                                "nii", "gz", "dcm", "png", "jpg", "jpeg", "bmp", "tif", "tiff",
-                            ],
-                        )
-                        .add_filter("All files", &["*"]);
-                    self.pick(Picked::Image, d, false, false);
-                }
-                if ui.button("Open DICOM folder…").clicked() {
-                    self.pick(Picked::Image, rfd::FileDialog::new(), false, true);
-                }
-                let has_doc = self.doc.is_some();
-                if ui
-                    .add_enabled(has_doc, egui::Button::new("Open mask or labels…"))
-                    .clicked()
-                {
-                    let d = rfd::FileDialog::new().add_filter(
-                        "Masks and label maps",
-                        &["nii", "gz", "png", "bmp", "tif", "tiff"],
-                    );
-                    self.pick(Picked::Labels, d, false, false);
-                }
-                ui.horizontal(|ui| {
-                    ui.label("Path:");
-                    let r = ui.text_edit_singleline(&mut self.open_path_text);
-                    if r.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter)) {
-                        let p = PathBuf::from(self.open_path_text.trim());
-                        self.open_image(p);
-                        ui.close();
-                    }
-                });
-                ui.menu_button("Recent", |ui| {
-                    if self.recent.paths.is_empty() {
-                        ui.label("Nothing opened yet");
-                    }
-                    for p in self.recent.paths.clone() {
-                        if ui.button(p.display().to_string()).clicked() {
-                            if self.doc.is_some() && looks_like_labels(&p) {
-                                self.open_labels(p);
-                            } else {
-                                self.open_image(p);
-                            }
-                        }
-                    }
-                });
-                ui.menu_button("Samples", |ui| {
-                    for (i, s) in SAMPLES.iter().enumerate() {
-                        if ui.button(s.name).clicked() {
-                            self.open_sample(i);
-                        }
-                    }
-                });
-                ui.separator();
-                if ui
-                    .add_enabled(has_doc, egui::Button::new("Export mask…"))
-                    .clicked()
-                {
-                    self.pick_export();
-                }
-                if ui.button("Save screenshot…").clicked() {
-                    let d = rfd::FileDialog::new()
-                        .add_filter("PNG", &["png"])
-                        .set_file_name("medseg-screenshot.png");
-                    self.pick(Picked::Screenshot, d, true, false);
-                }
-                ui.separator();
-                if ui.button("Quit").clicked() {
-                    ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
-                }
-            });
-            ui.menu_button("Edit", |ui| {
-                let (u, r) = self
-                    .doc
-                    .as_ref()
-                    .map(|d| {
-                        (
-                            d.undo.undo_name().map(str::to_string),
-                            d.undo.redo_name().map(str::to_string),
-                        )
-                    })
-                    .unwrap_or((None, None));
-                let label = |k: &str, n: &Option<String>| match n {
-                    Some(n) => format!("{k} {n}"),
-                    None => k.to_string(),
-                };
-                if ui
-                    .add_enabled(
-                        u.is_some(),
-                        egui::Button::new(label("Undo", &u)).shortcut_text("Ctrl+Z"),
-                    )
-                    .clicked()
-                {
-                    self.undo();
-                }
-                if ui
-                    .add_enabled(
-                        r.is_some(),
-                        egui::Button::new(label("Redo", &r)).shortcut_text("Ctrl+Shift+Z"),
-                    )
-                    .clicked()
-                {
-                    self.redo();
-                }
-            });
-        });
-    }
-
-    fn pick_export(&self) {
-        let Some(doc) = self.doc.as_ref() else {
-            return;
-        };
-        let stem = doc
-            .image
-            .source
-            .path
-            .file_name()
-            .map(|n| {
-                let n = n.to_string_lossy();
-                let n = n.strip_suffix(".gz").unwrap_or(&n).to_string();
-                n.rsplit_once('.').map(|(a, _)| a.to_string()).unwrap_or(n)
-            })
-            .unwrap_or_else(|| "mask".into());
-        let (name, filter): (String, &[&str]) = if doc.is_2d() && is_photo(&doc.image) {
-            (format!("{stem}_mask.png"), &["png", "nii", "gz"])
-        } else {
-            (format!("{stem}_labels.nii.gz"), &["nii", "gz"])
-        };
-        let mut d = rfd::FileDialog::new()
-            .add_filter("Mask", filter)
-            .set_file_name(name);
-        if let Some(dir) = doc.image.source.path.parent() {
-            d = d.set_directory(dir);
-        }
-        self.pick(Picked::Export, d, true, false);
-    }
-
-    fn status_bar(&mut self, ui: &mut egui::Ui) {
-        ui.horizontal(|ui| {
-            let mut cancel = None;
-            for t in &self.tasks.running {
-                ui.label(&t.title);
-                match t.fraction {
-                    Some(f) => {
-                        ui.add(egui::ProgressBar::new(f).desired_width(140.0).show_percentage());
-                    }
-                    None => {
-                        ui.spinner();
-                    }
-                }
-                if !t.text.is_empty() {
-                    ui.label(&t.text);
-                }
-                if t.is_cancelling() {
-                    ui.label("cancelling…");
-                } else if ui.button("Cancel").clicked() {
-                    cancel = Some(t.id);
-                }
-                ui.separator();
-            }
-            if let Some(id) = cancel {
-                if let Some(t) = self.tasks.running.iter().find(|t| t.id == id) {
-                    t.cancel();
-                }
-            }
-            if let (Some(doc), Some((_, v))) = (self.doc.as_ref(), self.hover) {
-                let values = doc.value_at(v);
-                let value = if values.len() == 3 {
-                    format!("RGB {:.0} {:.0} {:.0}", values[0], values[1], values[2])
-                } else if doc.ct {
-                    format!("{:.0} HU", values[0])
-                } else {
-                    format!("{:.4}", values[0])
-                };
-                let w = doc
-                    .image
-                    .geometry
-                    .world([v[0] as f64, v[1] as f64, v[2] as f64]);
-                let l = doc.label_at(v);
-                let name = doc
-                    .label_info
-                    .iter()
-                    .find(|i| i.id == l)
-                    .map(|i| format!(" {}", i.name))
-                    .unwrap_or_default();
-                ui.monospace(format!(
-                    "voxel ({}, {}, {})  {value}  world ({:.1}, {:.1}, {:.1}) mm RAS  label {l}{name}",
-                    v[0], v[1], v[2], w[0], w[1], w[2]
-                ));
-                ui.separator();
-            }
-            let (text, err) = &self.status;
-            if *err {
-                ui.colored_label(Color32::from_rgb(255, 110, 110), text);
-            } else {
-                ui.label(text);
-            }
-        });
-    }
-
-    fn side_panel(&mut self, ui: &mut egui::Ui) {
-        let Some(doc) = self.doc.as_mut() else {
-            ui.heading("No image open");
-            ui.label("Use File > Open, drop a file on the window, or File > Samples.");
-            return;
-        };
-        ui.heading("Tools");
-        ui.horizontal(|ui| {
-            ui.selectable_value(&mut self.tool, Tool::Navigate, "Navigate");
-            ui.selectable_value(&mut self.tool, Tool::Brush, "Brush");
-            ui.selectable_value(&mut self.tool, Tool::Eraser, "Eraser");
-        });
-        ui.add(
-            egui::Slider::new(&mut self.brush_radius_mm, 0.5..=50.0)
-                .logarithmic(true)
-                .text("radius mm"),
-        );
-        ui.separator();
-        ui.heading("Window");
-        let wl_scale = doc.auto_window.width.abs().max(1.0) / 200.0;
-        ui.horizontal(|ui| {
-            ui.label("Level");
-            ui.add(egui::DragValue::new(&mut doc.window.level).speed(wl_scale));
-            ui.label("Width");
-            ui.add(
-                egui::DragValue::new(&mut doc.window.width)
-                    .speed(wl_scale)
-                    .range(1e-3..=f32::MAX),
-            );
-        });
-        ui.horizontal_wrapped(|ui| {
-            if doc.ct {
-                for (name, w) in CT_PRESETS {
-                    if ui.button(name).clicked() {
-                        doc.window = w;
-                    }
-                }
-            }
-            if ui.button("Auto").clicked() {
-                doc.window = doc.auto_window;
-            }
-        });
-        ui.separator();
-        ui.heading("Labels");
-        let before = (doc.opacity, doc.outline, doc.show_labels);
-        ui.checkbox(&mut doc.show_labels, "Show labels");
-        ui.add(egui::Slider::new(&mut doc.opacity, 0.0..=1.0).text("opacity"));
-        ui.checkbox(&mut doc.outline, "Outline only");
-        if before != (doc.opacity, doc.outline, doc.show_labels) {
-            doc.style_revision += 1;
-        }
-        let voxel_ml = doc.voxel_ml();
-        let mut clear = None;
-        let mut style_changed = false;
-        for l in doc.label_info.iter_mut() {
-            ui.horizontal(|ui| {
-                ui.radio_value(
-                    &mut self.active_label,
-                    l.id,
-                    egui::RichText::new(format!("{:>3}", l.id)).monospace(),
-                );
-                style_changed |= ui.checkbox(&mut l.visible, "").changed();
-                style_changed |= ui.color_edit_button_srgb(&mut l.colour).changed();
-                ui.add(egui::TextEdit::singleline(&mut l.name).desired_width(170.0));
-            });
-        }
-        if style_changed {
-            doc.style_revision += 1;
-        }
-        ui.horizontal(|ui| {
-            if ui.button("New label").clicked() {
-                if let Some(id) = doc.new_label() {
-                    self.active_label = id;
-                }
-            }
-            if ui
-                .button(format!("Clear label {}", self.active_label))
-                .clicked()
-            {
-                clear = Some(self.active_label);
-            }
-        });
-        if let Some(l) = clear {
-            doc.clear_label(l);
-        }
-        ui.separator();
-        ui.heading("Volumes");
-        egui::Grid::new("stats").striped(true).show(ui, |ui| {
-            ui.label("label");
-            ui.label("voxels");
-            ui.label("ml");
-            ui.end_row();
-            for l in &doc.label_info {
-                let n = doc.count(l.id);
-                ui.label(&l.name);
-                ui.label(n.to_string());
-                ui.label(format!("{:.2}", n as f64 * voxel_ml));
-                ui.end_row();
-            }
-        });
-        if doc.undo.forgotten > 0 {
-            ui.label(format!(
-                "The oldest {} edits can no longer be undone (history limit).",
-                doc.undo.forgotten
-            ));
-        }
-        if doc.unsaved {
-            ui.colored_label(Color32::from_rgb(255, 200, 80), "Unsaved edits");
-        }
-    }
-
-    fn views_ui(&mut self, ui: &mut egui::Ui) {
-        self.drawn.clear();
-        let area = ui.available_rect_before_wrap();
-        let Some(doc) = self.doc.as_ref() else {
-            ui.centered_and_justified(|ui| {
-                ui.label(if self.tasks.is_idle() {
-                    "Open an image, a volume or a DICOM folder (File menu or drop a file here)"
-                } else {
-                    "Loading…"
-                });
-            });
-            return;
-        };
-        let layout: Vec<(Plane, Rect)> = if doc.is_2d() {
-            vec![(Plane::Axial, area)]
-        } else if let Some(p) = self.maximised {
-            vec![(p, area)]
-        } else {
-            let half = area.size() * 0.5;
-            let cell = |i: f32, j: f32| {
-                Rect::from_min_size(area.min + Vec2::new(i * half.x, j * half.y), half).shrink(1.0)
-            };
-            vec![
-                (Plane::Axial, cell(0.0, 0.0)),
-                (Plane::Sagittal, cell(1.0, 0.0)),
-                (Plane::Coronal, cell(0.0, 1.0)),
-            ]
-        };
-        self.hover = None;
-        for (slot, (plane, rect)) in layout.into_iter().enumerate() {
-            self.view_ui(ui, slot, plane, rect);
-        }
-        if let (Some(doc), None, false) = (
-            self.doc.as_ref(),
-            self.maximised,
-            self.doc.as_ref().is_some_and(|d| d.is_2d()),
-        ) {
-            let r = Rect::from_min_size(area.center(), area.size() * 0.5).shrink(8.0);
-            let d = doc.dims();
-            let sp = doc.image.geometry.spacing_mm;
-            let text = format!(
-                "{}\n{}×{}×{} voxels, {:.2}×{:.2}×{:.2} mm, {}\n\nWheel: slice · Ctrl+wheel: zoom\nRight-drag: window/level · Shift- or middle-drag: pan\nDouble-click: maximise · B brush · E eraser · Esc navigate",
-                doc.image.source.path.display(),
-                d[0], d[1], d[2], sp[0], sp[1], sp[2],
-                doc.image.geometry.orientation()
-            );
-            ui.painter().text(
-                r.left_top(),
-                egui::Align2::LEFT_TOP,
-                text,
-                egui::FontId::proportional(12.0),
-                Color32::from_gray(170),
-            );
-        }
-    }
-
-    fn view_ui(&mut self, ui: &mut egui::Ui, slot: usize, plane: Plane, rect: Rect) {
-        if rect.width() < 4.0 || rect.height() < 4.0 {
-            return;
-        }
-        let id = ui.scope_id().with(("view", plane.name()));
-        let response = ui.interact(rect, id, Sense::click_and_drag());
-        let Some(doc) = self.doc.as_mut() else {
-            return;
-        };
-        let state = self.views.entry(plane).or_default();
-        let pointer = response.hover_pos();
-
-        // Zoom (Ctrl+wheel, about the pointer) and slice scrolling (wheel, arrows, page keys).
-        if let Some(pos) = pointer {
-            let (wheel, zoom_wheel, keys) = ui.input(|i| {
-                let mut wheel = 0.0;
-                let mut zoom = 0.0;
-                for e in &i.events {
-                    if let egui::Event::MouseWheel {
-                        unit,
-                        delta,
-                        modifiers,
-                        ..
-                    } = e
-                    {
-                        let lines = match unit {
-                            egui::MouseWheelUnit::Line => delta.y,
-                            egui::MouseWheelUnit::Point => delta.y / 50.0,
-                            egui::MouseWheelUnit::Page => delta.y * 10.0,
-                        };
-                        if modifiers.command {
-                            zoom += lines;
-                        } else {
-                            wheel += lines;
-                        }
-                    }
-                }
-                let mut keys = 0i32;
-                for (k, d) in [
-                    (Key::ArrowUp, 1),
-                    (Key::PageUp, 1),
-                    (Key::ArrowDown, -1),
-                    (Key::PageDown, -1),
-                ] {
-                    if i.key_pressed(k) {
-                        keys += d;
-                    }
-                }
-                (wheel, zoom, keys)
-            });
-            if zoom_wheel != 0.0 {
-                let old = state.zoom;
-                state.zoom = (state.zoom * 1.15f32.powf(zoom_wheel)).clamp(0.25, 64.0);
-                // Keep the point under the pointer fixed.
-                let c = rect.center() + state.pan;
-                state.pan += (pos - c) * (1.0 - state.zoom / old);
-            }
-            state.scroll += wheel;
-            let steps = state.scroll.trunc() as i32 + keys;
-            state.scroll -= state.scroll.trunc();
-            if steps != 0 && !doc.is_2d() {
-                let axes = super::document::plane_axes(&doc.image, plane);
-                let n = doc.dims()[axes.n] as i64;
-                let s = (doc.cursor[axes.n] as i64 + steps as i64).clamp(0, n - 1);
-                doc.cursor[axes.n] = s as usize;
-            }
-        }
-
-        // Pan: middle drag or Shift + primary drag.
-        let shift = ui.input(|i| i.modifiers.shift);
-        if response.dragged_by(PointerButton::Middle)
-            || (shift && response.dragged_by(PointerButton::Primary))
-        {
-            state.pan += response.drag_delta();
-        }
-        // Window/level: right drag (horizontal = width, vertical = level).
-        if response.dragged_by(PointerButton::Secondary) {
-            let d = response.drag_delta();
-            let s = doc.auto_window.width.abs().max(1e-3) / 250.0;
-            doc.window = Window {
-                level: doc.window.level - d.y * s,
-                width: (doc.window.width + d.x * s).max(1e-3),
-            };
-        }
-        if response.double_clicked() && !doc.is_2d() {
-            self.maximised = if self.maximised.is_some() {
-                None
-            } else {
-                Some(plane)
-            };
-        }
-
-        let mapping = ViewMapping::new(
-            doc,
-            plane,
-            [rect.min.x, rect.min.y, rect.max.x, rect.max.y],
-            state.zoom,
-            [state.pan.x, state.pan.y],
-        );
-
-        // Primary button without Shift: move the crosshair or paint.
-        let primary_down = ui.input(|i| i.pointer.primary_down());
-        let on_view = response.is_pointer_button_down_on() && primary_down && !shift;
-        let pos = ui.input(|i| i.pointer.interact_pos());
-        if on_view {
-            if let Some(pos) = pos {
-                match self.tool {
-                    Tool::Navigate => {
-                        if let Some(v) = mapping.voxel_index_at(pos.x, pos.y) {
-                            let n = mapping.axes.n;
-                            let keep = doc.cursor[n];
-                            doc.cursor = v;
-                            doc.cursor[n] = keep;
-                        }
-                    }
-                    Tool::Brush | Tool::Eraser => {
-                        let value = if self.tool == Tool::Brush {
-                            self.active_label
-                        } else {
-                            0
-                        };
-                        let p = mapping.voxel_at(pos.x, pos.y);
-                        let stroke = match &mut self.stroke {
-                            Some((pl, s)) if *pl == plane => s,
-                            _ => {
-                                self.stroke = Some((plane, Stroke::default()));
-                                &mut self.stroke.as_mut().expect("just set").1
-                            }
-                        };
-                        doc.brush(mapping.axes, p, self.brush_radius_mm as f64, value, stroke);
-                    }
-                }
-            }
-        }
-        if !primary_down && self.stroke.as_ref().is_some_and(|(pl, _)| *pl == plane) {
-            let (_, s) = self.stroke.take().expect("checked");
-            let name = if self.tool == Tool::Eraser {
-                "Eraser"
-            } else {
-                "Brush"
-            };
-            doc.finish_stroke(name, s);
-        }
-        if let Some(pos) = pointer {
-            if let Some(v) = mapping.voxel_index_at(pos.x, pos.y) {
-                self.hover = Some((plane, v));
-            }
-        }
-
-        // Draw: the slice on the GPU, then crosshair, letters and the brush outline.
-        let widget = [rect.min.x, rect.min.y, rect.max.x, rect.max.y];
-        if let Some(g) = self.gpu_doc.as_ref() {
-            let u = ViewUniforms::new(doc, &mapping, widget);
-            let cb = g.view_callback(&self.gpu.queue, &self.gpu.renderer, slot, &u);
-            ui.painter_at(rect)
-                .add(egui_wgpu::Callback::new_paint_callback(rect, cb));
-        }
-        let painter = ui.painter_at(rect);
-        let ir = mapping.image_rect;
-        let image_rect = Rect::from_min_max(Pos2::new(ir[0], ir[1]), Pos2::new(ir[2], ir[3]));
-        if !doc.is_2d() {
-            let c = doc.cursor;
-            let centre = [c[0] as f64 + 0.5, c[1] as f64 + 0.5, c[2] as f64 + 0.5];
-            let s = mapping.screen_of(centre);
-            let line = Line::new(1.0, Color32::from_rgba_unmultiplied(255, 220, 0, 110));
-            painter.vline(s[0], image_rect.y_range(), line);
-            painter.hline(image_rect.x_range(), s[1], line);
-            let n = mapping.axes.n;
-            painter.text(
-                rect.left_top() + Vec2::new(6.0, 4.0),
-                egui::Align2::LEFT_TOP,
-                format!("{} {}/{}", plane.name(), doc.cursor[n] + 1, doc.dims()[n]),
-                egui::FontId::proportional(13.0),
-                Color32::from_gray(220),
-            );
-        }
-        if let Some(l) = mapping.axes.letters {
-            let font = egui::FontId::proportional(15.0);
-            let col = Color32::from_rgb(255, 180, 60);
-            let m = 10.0;
-            for (ch, pos, align) in [
-                (
-                    l[0],
-                    Pos2::new(rect.left() + m, rect.center().y),
-                    egui::Align2::LEFT_CENTER,
-                ),
-                (
-                    l[1],
-                    Pos2::new(rect.right() - m, rect.center().y),
-                    egui::Align2::RIGHT_CENTER,
-                ),
-                (
-                    l[2],
-                    Pos2::new(rect.center().x, rect.top() + m + 14.0),
-                    egui::Align2::CENTER_TOP,
-                ),
-                (
-                    l[3],
-                    Pos2::new(rect.center().x, rect.bottom() - m),
-                    egui::Align2::CENTER_BOTTOM,
-                ),
-            ] {
-                painter.text(pos, align, ch.to_string(), font.clone(), col);
-            }
-        }
-        if matches!(self.tool, Tool::Brush | Tool::Eraser) {
-            if let Some(pos) = pointer {
-                let sp = doc.image.geometry.spacing_mm[mapping.axes.u];
-                let per_mm = image_rect.width() / (mapping.dims[mapping.axes.u] as f32 * sp as f32);
-                painter.circle_stroke(
-                    pos,
-                    self.brush_radius_mm * per_mm,
-                    Line::new(1.0, Color32::WHITE),
-                );
-            }
-        }
-        let cursor = (!doc.is_2d()).then(|| {
-            let c = doc.cursor;
-            mapping.screen_of([c[0] as f64 + 0.5, c[1] as f64 + 0.5, c[2] as f64 + 0.5])
-        });
-        self.drawn.insert(
-            plane,
-            DrawnView {
-                widget: rect,
-                mapping,
-                cursor,
-            },
-        );
-    }
-
-    fn dialogs(&mut self, ctx: &egui::Context) {
-        let Some(dialog) = self.dialog.take() else {
-            return;
-        };
-        let mut keep = true;
-        let mut then: Option<Then> = None;
-        let title = match &dialog {
-            Dialog::Error(_) => "Problem",
-            Dialog::Replace(_) => "Replace file?",
-            Dialog::UnsavedClose | Dialog::UnsavedOpen(_) => "Unsaved edits",
-        };
-        egui::Window::new(title)
-            .collapsible(false)
-            .resizable(false)
-            .anchor(egui::Align2::CENTER_CENTER, Vec2::ZERO)
-            .show(ctx, |ui| match &dialog {
-                Dialog::Error(e) => {
-                    ui.label(e);
-                    if ui.button("OK").clicked() {
-                        keep = false;
-                    }
-                }
-                Dialog::Replace(p) => {
-                    ui.label(format!("{} exists. Replace it?", p.display()));
-                    ui.horizontal(|ui| {
-                        if ui.button("Replace").clicked() {
-                            let p = p.clone();
-                            then = Some(Box::new(move |app| app.export_labels(p, true)));
-                            keep = false;
-                        }
-                        if ui.button("Cancel").clicked() {
-                            keep = false;
-                        }
-                    });
-                }
-                Dialog::UnsavedClose | Dialog::UnsavedOpen(_) => {
-                    ui.label("The labels have edits that were not exported.");
-                    ui.horizontal(|ui| {
-                        if ui.button("Export mask…").clicked() {
-                            then = Some(Box::new(|app| app.pick_export()));
-                            keep = false;
-                        }
-                        let discard = if matches!(dialog, Dialog::UnsavedClose) {
-                            "Discard and quit"
-                        } else {
-                            "Discard and open"
-                        };
-                        if ui.button(discard).clicked() {
-                            keep = false;
-                            then = Some(match &dialog {
-                                Dialog::UnsavedOpen(what) => {
-                                    let what = what.clone();
-                                    Box::new(move |app| app.open(what, true))
-                                }
-                                _ => Box::new(|app| {
-                                    app.allow_close = true;
-                                    app.ctx.send_viewport_cmd(egui::ViewportCommand::Close);
-                                }),
-                            });
-                        }
-                        if ui.button("Cancel").clicked() {
-                            keep = false;
-                        }
-                    });
-                }
-            });
-        if keep {
-            self.dialog = Some(dialog);
-        }
-        if let Some(f) = then {
-            f(self);
-        }
-    }
 }
 
 /// What a dialog does after it closed.
-type Then = Box<dyn FnOnce(&mut MedsegApp)>;
+pub(crate) type Then = Box<dyn FnOnce(&mut MedsegApp)>;
 
 /// A file name that says it holds labels (opened over the image when dropped).
-fn looks_like_labels(p: &Path) -> bool {
+pub(crate) fn looks_like_labels(p: &Path) -> bool {
     let s = p.to_string_lossy().to_ascii_lowercase();
     ["mask", "label", "seg", "annot"]
         .iter()

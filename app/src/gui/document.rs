@@ -3,6 +3,7 @@
 //! undo live here so they can be tested without a window.
 
 use super::undo::{Change, Step, UndoStack};
+use medseg_data::proposal::Proposal;
 use medseg_data::volume::{Format, LabelMap, Volume};
 use medseg_data::DataError;
 use std::collections::HashMap;
@@ -302,6 +303,24 @@ pub struct Document {
     pub style_revision: u64,
     /// Bumped whenever a label voxel changes (to tell whether an export is still current).
     generation: u64,
+    /// A network's proposal under review (not yet part of the labels).
+    pub proposal: Option<Review>,
+    /// Bumped whenever the proposal appears, goes, or its threshold or view change.
+    pub proposal_revision: u64,
+}
+
+/// A network's proposal as the user reviews it: shown as its own layer, re-thresholded live,
+/// optionally as a heat map; Accept merges it into the labels as one undo step.
+#[derive(Clone, Debug)]
+pub struct Review {
+    /// Distinguishes proposals (a new one needs its probabilities uploaded).
+    pub id: u64,
+    pub proposal: Proposal,
+    /// The model that made it.
+    pub model: String,
+    pub threshold: f32,
+    /// Show the probabilities as a heat map instead of the thresholded outline.
+    pub heat_map: bool,
 }
 
 impl Document {
@@ -339,6 +358,8 @@ impl Document {
             labels_reset: true,
             style_revision: 0,
             generation: 0,
+            proposal: None,
+            proposal_revision: 0,
         };
         doc.recount();
         doc.ensure_label(1);
@@ -504,6 +525,130 @@ impl Document {
             .collect();
         let step = self.replace_labels(&format!("Clear label {label}"), &new);
         self.undo.push(step);
+    }
+
+    /// Shows `proposal` (from `model`) for review at threshold 0.5; it must lie on the image's
+    /// grid.
+    pub fn propose(&mut self, proposal: Proposal, model: &str) -> Result<(), DataError> {
+        if proposal.geometry.dims != self.dims() {
+            return Err(DataError::Mismatch(format!(
+                "the proposal is {:?} voxels, the image {:?}",
+                proposal.geometry.dims,
+                self.dims()
+            )));
+        }
+        self.proposal_revision += 1;
+        self.proposal = Some(Review {
+            id: self.proposal_revision,
+            proposal,
+            model: model.to_string(),
+            threshold: 0.5,
+            heat_map: false,
+        });
+        Ok(())
+    }
+
+    /// Sets the review's threshold (clamped to [0, 1]).
+    pub fn set_threshold(&mut self, threshold: f32) {
+        if let Some(r) = self.proposal.as_mut() {
+            r.threshold = threshold.clamp(0.0, 1.0);
+            self.proposal_revision += 1;
+        }
+    }
+
+    /// Drops the proposal; the labels stay as they are.
+    pub fn reject_proposal(&mut self) {
+        if self.proposal.take().is_some() {
+            self.proposal_revision += 1;
+        }
+    }
+
+    /// The document label each proposal class goes to: a label of the same name when there is
+    /// one, else a new label named after the class.
+    fn labels_for_classes(&mut self, classes: &[String]) -> Vec<u16> {
+        let mut ids = vec![0u16];
+        for name in classes.iter().skip(1) {
+            let existing = self
+                .label_info
+                .iter()
+                .find(|l| l.name.eq_ignore_ascii_case(name))
+                .map(|l| l.id);
+            let id = match existing {
+                Some(id) => id,
+                // An unnamed, still unused label (the default "Label 1") takes the class.
+                None => match self
+                    .label_info
+                    .iter()
+                    .find(|l| l.name == format!("Label {}", l.id) && self.count(l.id) == 0)
+                    .map(|l| l.id)
+                {
+                    Some(id) => id,
+                    None => self.new_label().unwrap_or(u16::MAX),
+                },
+            };
+            if let Some(l) = self.label_info.iter_mut().find(|l| l.id == id) {
+                l.name = name.clone();
+            }
+            ids.push(id);
+        }
+        self.style_revision += 1;
+        ids
+    }
+
+    /// Merges the proposal at its threshold into the labels as ONE undo step ("Accept
+    /// <model>"): its foreground voxels take their class's label, the rest keep theirs. Returns
+    /// the voxels changed, None without a proposal.
+    pub fn accept_proposal(&mut self) -> Option<usize> {
+        let review = self.proposal.take()?;
+        self.proposal_revision += 1;
+        let ids = self.labels_for_classes(&review.proposal.classes);
+        let proposed = review.proposal.labels(review.threshold);
+        let new: Vec<u16> = self
+            .labels
+            .labels
+            .iter()
+            .zip(&proposed.labels)
+            .map(|(&old, &p)| {
+                if p == 0 {
+                    old
+                } else {
+                    ids.get(p as usize).copied().unwrap_or(old)
+                }
+            })
+            .collect();
+        let step = self.replace_labels(&format!("Accept {}", review.model), &new);
+        let changed = step.changes.len();
+        self.undo.push(step);
+        Some(changed)
+    }
+
+    /// Per proposal class (background left out): its name, voxels at the current threshold and
+    /// their size (ml for volumes, mm² for 2-D images).
+    pub fn proposal_sizes(&self) -> Vec<(String, usize, f64)> {
+        let Some(r) = &self.proposal else {
+            return Vec::new();
+        };
+        let sp = self.image.geometry.spacing_mm;
+        let unit = if self.is_2d() {
+            sp[0] * sp[1]
+        } else {
+            self.voxel_ml()
+        };
+        r.proposal
+            .counts(r.threshold)
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(c, &n)| {
+                let name = r
+                    .proposal
+                    .classes
+                    .get(c)
+                    .cloned()
+                    .unwrap_or(format!("class {c}"));
+                (name, n, n as f64 * unit)
+            })
+            .collect()
     }
 
     pub fn undo(&mut self) -> Option<String> {
@@ -850,6 +995,73 @@ mod tests {
         assert!(doc.labels.labels.iter().all(|&l| l == 0));
         doc.redo();
         assert_eq!(doc.count(2), expected as u64);
+    }
+
+    /// A proposal is re-thresholded without touching the labels; Accept is one undo step that
+    /// keeps existing labels outside the proposal, names the label after the class, and undo
+    /// restores the labels exactly.
+    #[test]
+    fn proposal_review_accepts_as_one_undo_step() {
+        let mut doc = Document::new(volume([4, 1, 2], RAS));
+        // An existing label 3 on voxel 7 and 0.
+        let mut start = vec![0u16; 8];
+        start[7] = 3;
+        start[0] = 3;
+        let step = doc.replace_labels("Open labels", &start);
+        doc.undo.push(step);
+        doc.ensure_label(3);
+        let mut p = Proposal::new(
+            doc.image.geometry.clone(),
+            vec!["background".into(), "polyp".into()],
+        );
+        let probs = [0.9, 0.2, 0.6, 0.4, 0.0, 0.7, 1.0, 0.1];
+        p.set_from_probabilities(&probs, 1, 8, &mut |i| i);
+        let before = doc.labels.labels.clone();
+        doc.propose(p, "Polyp (test)").unwrap();
+        assert_eq!(
+            doc.labels.labels, before,
+            "a proposal leaves the labels alone"
+        );
+        let sizes = doc.proposal_sizes();
+        assert_eq!(sizes[0].0, "polyp");
+        assert_eq!(sizes[0].1, 4);
+        // 2 × 1 × 3 mm voxels = 0.006 ml each.
+        assert!((sizes[0].2 - 4.0 * 0.006).abs() < 1e-12);
+        doc.set_threshold(0.65);
+        assert_eq!(doc.proposal_sizes()[0].1, 3);
+        assert_eq!(doc.accept_proposal(), Some(3));
+        assert!(doc.proposal.is_none());
+        let polyp = doc
+            .label_info
+            .iter()
+            .find(|l| l.name == "polyp")
+            .unwrap()
+            .id;
+        // Voxel 0 (0.9) moves from label 3 to polyp; 5 (0.7), 6 (1.0) become polyp; 2 (0.6) is
+        // below 0.65; voxel 7 keeps its 3.
+        let mut want = start.clone();
+        want[0] = polyp;
+        want[5] = polyp;
+        want[6] = polyp;
+        assert_eq!(doc.labels.labels, want);
+        assert_eq!(doc.undo().as_deref(), Some("Accept Polyp (test)"));
+        assert_eq!(doc.labels.labels, start);
+        doc.redo();
+        assert_eq!(doc.labels.labels, want);
+        // Reject drops a proposal without a step.
+        let p = Proposal::new(
+            doc.image.geometry.clone(),
+            vec!["background".into(), "polyp".into()],
+        );
+        doc.propose(p, "m").unwrap();
+        doc.reject_proposal();
+        assert!(doc.proposal.is_none());
+        assert_eq!(doc.labels.labels, want);
+        let wrong = Proposal::new(
+            Geometry::axis_aligned([2, 2, 2], [1.0; 3]),
+            vec!["b".into(), "f".into()],
+        );
+        assert!(doc.propose(wrong, "m").is_err());
     }
 
     #[test]

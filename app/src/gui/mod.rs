@@ -1,6 +1,8 @@
 //! The desktop app (eframe + egui on wgpu). State lives in [`document`] (image, labels, planes,
-//! brush), [`undo`] and [`tasks`] (worker threads with progress and cancel); [`app`] draws the
-//! window and turns input into state changes; [`render`] draws the planes with our WGSL shader.
+//! brush, the proposal under review), [`undo`] and [`tasks`] (worker threads with progress and
+//! cancel); [`app`] holds the window's state and turns input into actions; [`ui`] has one file
+//! per panel (menu bar, side panel, Segment panel, status bar, views, dialogs); [`render`] draws
+//! the planes with our WGSL shader.
 
 pub mod app;
 pub mod document;
@@ -8,6 +10,7 @@ pub mod recent;
 pub mod render;
 pub mod sample;
 pub mod tasks;
+pub mod ui;
 pub mod undo;
 
 pub use app::MedsegApp;

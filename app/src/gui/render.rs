@@ -20,6 +20,8 @@ pub struct ViewUniforms {
     pub span_v: [f32; 4],
     pub window: [f32; 4],
     pub flags: [u32; 4],
+    /// [threshold level, heat map, shown, 0] of the proposal under review.
+    pub proposal: [f32; 4],
 }
 
 impl ViewUniforms {
@@ -39,6 +41,15 @@ impl ViewUniforms {
             span_v: v4(d(b)),
             window: [doc.window.level, doc.window.width, doc.opacity, 0.0],
             flags: [rgb as u32, doc.outline as u32, doc.show_labels as u32, 0],
+            proposal: match &doc.proposal {
+                Some(r) => [
+                    medseg_data::proposal::threshold_level(r.threshold) as f32,
+                    r.heat_map as u32 as f32,
+                    1.0,
+                    0.0,
+                ],
+                None => [0.0; 4],
+            },
         }
     }
 }
@@ -91,6 +102,7 @@ impl SliceRenderer {
                 texture_entry(2, float, d3),
                 texture_entry(3, wgpu::TextureSampleType::Uint, d3),
                 texture_entry(4, float, wgpu::TextureViewDimension::D2),
+                texture_entry(5, wgpu::TextureSampleType::Uint, d3),
             ],
         });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -130,6 +142,11 @@ impl SliceRenderer {
 /// A document's textures and one uniform buffer + bind group per view slot.
 pub struct GpuDoc {
     labels: wgpu::Texture,
+    /// The proposal's quantised probabilities (zero without one).
+    proposal: wgpu::Texture,
+    proposal_revision: Option<u64>,
+    /// Which proposal's probabilities the texture holds (its `Review::id`).
+    proposal_key: Option<u64>,
     lut: wgpu::Texture,
     slots: Vec<(wgpu::Buffer, wgpu::BindGroup)>,
     style_revision: Option<u64>,
@@ -277,8 +294,10 @@ impl GpuDoc {
             wgpu::TextureFormat::Rgba8Unorm,
             wgpu::TextureDimension::D2,
         );
+        let proposal = texture(device, "proposal", dims, wgpu::TextureFormat::R16Uint, d3);
         let view = |t: &wgpu::Texture| t.create_view(&wgpu::TextureViewDescriptor::default());
         let (iv, cv, lv, uv) = (view(&intensity), view(&colour), view(&labels), view(&lut));
+        let pv = view(&proposal);
         let slots = (0..VIEW_SLOTS)
             .map(|_| {
                 let buffer = device.create_buffer(&wgpu::BufferDescriptor {
@@ -311,6 +330,10 @@ impl GpuDoc {
                             binding: 4,
                             resource: wgpu::BindingResource::TextureView(&uv),
                         },
+                        wgpu::BindGroupEntry {
+                            binding: 5,
+                            resource: wgpu::BindingResource::TextureView(&pv),
+                        },
                     ],
                 });
                 (buffer, group)
@@ -318,6 +341,9 @@ impl GpuDoc {
             .collect();
         let mut gpu = GpuDoc {
             labels,
+            proposal,
+            proposal_revision: None,
+            proposal_key: None,
             lut,
             slots,
             style_revision: None,
@@ -363,6 +389,27 @@ impl GpuDoc {
                 2,
                 bytemuck::cast_slice(&part),
             );
+        }
+        if self.proposal_revision != Some(doc.proposal_revision) {
+            // Only a new proposal needs its probabilities uploaded; threshold and view changes
+            // are uniforms. Without a proposal the layer is switched off by the uniforms too.
+            if let Some(r) = &doc.proposal {
+                let key = r.id;
+                if self.proposal_key != Some(key) {
+                    upload(
+                        queue,
+                        &self.proposal,
+                        [0; 3],
+                        dims,
+                        2,
+                        bytemuck::cast_slice(&r.proposal.foreground),
+                    );
+                    self.proposal_key = Some(key);
+                }
+            } else {
+                self.proposal_key = None;
+            }
+            self.proposal_revision = Some(doc.proposal_revision);
         }
         if self.style_revision != Some(doc.style_revision) {
             let mut lut = vec![0u8; 256 * 256 * 4];

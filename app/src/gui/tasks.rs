@@ -7,17 +7,23 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
 use super::document::Document;
+use crate::jobs::{JobError, Reporter};
+use medseg_data::proposal::Proposal;
 use medseg_data::volume::LabelMap;
 
 /// What a task produced.
 pub enum Outcome {
     /// An opened image, prepared as a document (window, counts) off the UI thread.
     Document(Box<Document>),
-    /// A document with labels that belong to it (a bundled sample) and the labels' names.
-    DocumentWithLabels(Box<Document>, Box<LabelMap>, Vec<String>),
+    /// A bundled sample: a document, the labels that belong to it if any, and their names.
+    DocumentWithLabels(Box<Document>, Option<Box<LabelMap>>, Vec<String>),
     Labels(Box<LabelMap>, std::path::PathBuf),
     /// A file was written (path, what).
     Saved(std::path::PathBuf, String),
+    /// A network's proposal for the document with this serial number, and the model's title.
+    Proposal(Box<Proposal>, String, u64),
+    /// A model was loaded (its title).
+    ModelReady(String),
 }
 
 /// Why a task ended without a result.
@@ -66,6 +72,20 @@ impl Progress {
     }
 }
 
+impl Reporter for Progress {
+    fn progress(&self, stage: &str, fraction: Option<f32>) -> bool {
+        self.report(fraction, stage)
+    }
+
+    fn log(&self, line: &str) {
+        self.report(None, line);
+    }
+
+    fn cancelled(&self) -> bool {
+        Progress::cancelled(self)
+    }
+}
+
 /// A running task as the UI sees it.
 pub struct Running {
     pub id: u64,
@@ -110,7 +130,7 @@ impl Tasks {
     pub fn spawn(
         &mut self,
         title: impl Into<String>,
-        work: impl FnOnce(&Progress) -> Result<Outcome, String> + Send + 'static,
+        work: impl FnOnce(&Progress) -> Result<Outcome, JobError> + Send + 'static,
     ) -> u64 {
         let id = self.next;
         self.next += 1;
@@ -140,12 +160,13 @@ impl Tasks {
                                 .cloned()
                                 .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
                                 .unwrap_or_else(|| "unknown".into());
-                            Err(format!("internal error: {what}"))
+                            Err(JobError::Failed(format!("internal error: {what}")))
                         });
-                let result = if progress.cancelled() {
-                    Err(TaskError::Cancelled)
-                } else {
-                    result.map_err(TaskError::Failed)
+                let result = match result {
+                    _ if progress.cancelled() => Err(TaskError::Cancelled),
+                    Err(JobError::Cancelled) => Err(TaskError::Cancelled),
+                    Err(e) => Err(TaskError::Failed(e.to_string())),
+                    Ok(o) => Ok(o),
                 };
                 let _ = progress.tx.send(Message::Finished { task: id, result });
                 (progress.wake)();
@@ -214,7 +235,7 @@ mod tests {
     #[test]
     fn tasks_report_errors_panics_and_cancel() {
         let mut tasks = Tasks::new(Arc::new(|| {}));
-        tasks.spawn("fails", |_| Err("boom".into()));
+        tasks.spawn("fails", |_| Err(JobError::Failed("boom".into())));
         tasks.spawn("panics", |_| panic!("oops"));
         let id = tasks.spawn("cancelled", |p| {
             while p.report(Some(0.5), "working") {

@@ -41,6 +41,9 @@ pub struct EvalReport {
     pub mean: BTreeMap<&'static str, f64>,
     /// The same means per label.
     pub per_label: BTreeMap<u16, BTreeMap<&'static str, f64>>,
+    /// DSC per label over all cases' voxels pooled (2·ΣTP / (2·ΣTP + ΣFP + ΣFN)), as training's
+    /// validation reports it.
+    pub pooled_dice: BTreeMap<u16, f64>,
     pub nsd_tolerance_mm: f64,
     pub predictions_without_reference: Vec<PathBuf>,
     pub references_without_prediction: Vec<PathBuf>,
@@ -105,6 +108,8 @@ pub fn evaluate(
     let (preds, _) = files_by_stem(pred_dir)?;
     let (mut gts, _) = files_by_stem(gt_dir)?;
     let mut cases = Vec::new();
+    // (TP, FP, FN) per label over every case.
+    let mut pooled: BTreeMap<u16, [u64; 3]> = BTreeMap::new();
     let mut predictions_without_reference = Vec::new();
     let total = preds.len();
     let mut paired = 0;
@@ -126,7 +131,17 @@ pub fn evaluate(
                     crate::geometry::Geometry::axis_aligned(m.geometry.dims, [sx, sy, 1.0]);
             }
         }
-        cases.extend(evaluate_case(&stem, &pred, &gt, opts.nsd_tolerance_mm)?);
+        let entries = evaluate_case(&stem, &pred, &gt, opts.nsd_tolerance_mm)?;
+        for e in &entries {
+            let acc = pooled.entry(e.label).or_default();
+            for (&p, &g) in pred.labels.iter().zip(&gt.labels) {
+                let (p, g) = (p == e.label, g == e.label);
+                acc[0] += (p && g) as u64;
+                acc[1] += (p && !g) as u64;
+                acc[2] += (!p && g) as u64;
+            }
+        }
+        cases.extend(entries);
     }
     if paired == 0 {
         return Err(DataError::Invalid(format!(
@@ -142,7 +157,15 @@ pub fn evaluate(
     for l in labels {
         per_label.insert(l, means(cases.iter().filter(|c| c.label == l)));
     }
+    let pooled_dice = pooled
+        .into_iter()
+        .map(|(l, [tp, fp, f_n])| {
+            let d = (2 * tp + fp + f_n) as f64;
+            (l, if d > 0.0 { 2.0 * tp as f64 / d } else { 1.0 })
+        })
+        .collect();
     Ok(EvalReport {
+        pooled_dice,
         mean: means(cases.iter()),
         per_label,
         cases,
@@ -178,6 +201,9 @@ impl EvalReport {
             s += &fmt(self.mean[n]);
         }
         s.push('\n');
+        for (l, d) in &self.pooled_dice {
+            s += &format!("pooled DSC of label {l} over all cases: {d:.4}\n");
+        }
         for p in &self.predictions_without_reference {
             s += &format!(
                 "warning: {}: no reference with this name; not evaluated\n",

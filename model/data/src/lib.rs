@@ -13,6 +13,7 @@ pub mod info;
 pub mod metrics;
 pub mod nifti;
 pub mod preprocess;
+pub mod proposal;
 pub mod raster;
 pub mod sliding;
 pub mod volume;

@@ -363,3 +363,57 @@ impl SynapseAugment {
         }
     }
 }
+
+/// How an image must be prepared for a network: the input side it was trained at, its channel
+/// count (grey images are repeated to three for an RGB network), the intensity normalisation, how
+/// an image of another size is fitted to the network, and the names of its classes. Stored with
+/// every checkpoint so inference prepares images exactly as training did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    /// Input side in pixels the network was trained at.
+    pub size: usize,
+    /// Channels the network takes.
+    pub channels: usize,
+    pub normalization: Normalization,
+    pub fit: Fit,
+    /// Class names, background first (a one-class sigmoid network has two: background and its
+    /// foreground).
+    pub classes: Vec<String>,
+}
+
+/// How an image whose size differs from the network's input is fitted to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fit {
+    /// The whole image (each slice of a volume) is resized to `size`², as the reference protocol
+    /// trains, and the probabilities are resized back.
+    Resize,
+    /// Sliding windows of `size`² over the image at its own resolution.
+    Tiles,
+}
+
+impl InputSpec {
+    /// What `medseg train` does: per-image min–max to [0, 255] over three channels (grey
+    /// repeated), the whole image resized to `size`².
+    pub fn reference(size: usize, classes: Vec<String>) -> Self {
+        InputSpec {
+            size,
+            channels: 3,
+            normalization: Normalization::RgbMinMax255,
+            fit: Fit::Resize,
+            classes,
+        }
+    }
+
+    /// Default class names for `k` output channels of a network (one sigmoid channel: a
+    /// background and one foreground class).
+    pub fn default_classes(k: usize) -> Vec<String> {
+        if k <= 1 {
+            vec!["background".into(), "foreground".into()]
+        } else {
+            std::iter::once("background".to_string())
+                .chain((1..k).map(|i| format!("class {i}")))
+                .collect()
+        }
+    }
+}

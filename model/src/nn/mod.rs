@@ -4,7 +4,6 @@ pub mod init;
 pub mod loss;
 pub mod net;
 pub mod params;
-pub mod parity;
 pub mod rfaconv;
 pub mod rsss;
 pub mod usema;

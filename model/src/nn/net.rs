@@ -46,6 +46,33 @@ impl NetConfig {
         }
     }
 
+    /// Output channels (one sigmoid channel for binary VM-UNet / SA-UMamba).
+    pub fn classes(&self) -> usize {
+        match self {
+            NetConfig::VmUnet(c) => c.num_classes,
+            NetConfig::Usema(c) => c.num_classes,
+        }
+    }
+
+    /// A VM-UNet-family network of base width `c` (stages c, 2c, 4c, 8c; the paper's is 96):
+    /// the compact configurations bundled with the app.
+    pub fn with_width(self, c: usize) -> Result<Self, String> {
+        match self {
+            NetConfig::VmUnet(v) if c >= 16 && c.is_multiple_of(16) => {
+                Ok(NetConfig::VmUnet(VmUnetConfig {
+                    dims: (0..v.dims.len()).map(|i| c << i).collect(),
+                    ..v
+                }))
+            }
+            NetConfig::VmUnet(_) => Err(format!(
+                "the base width must be a positive multiple of 16, is {c}"
+            )),
+            NetConfig::Usema(_) => {
+                Err("the base width applies to VM-UNet and SA-UMamba only".into())
+            }
+        }
+    }
+
     /// Inputs must be multiples of this on both axes.
     pub fn stride(&self) -> usize {
         match self {

@@ -7,13 +7,12 @@
 //! per-pixel 1×1 conv over the 9C weighted features (no 3H×3W map is built).
 
 use super::params::{join, Loader, NamedParams, Visit};
-use crate::fixtures::{CheckError, Comparison, Fixture};
 use crate::ops::rfa::rfa_attention;
 use burn::module::Param;
 use burn::tensor::activation::relu;
 use burn::tensor::module::{avg_pool2d, conv2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 pub const BN_EPS: f64 = 1e-5;
 pub const BN_MOMENTUM: f64 = 0.1;
@@ -204,25 +203,4 @@ impl NamedParams for RfaConv {
         out(join(prefix, "conv.0.bias"), (&mut self.conv_bias).into());
         self.bn_out.named(prefix, "conv.1", out);
     }
-}
-
-impl super::parity::TrainEvalModule for RfaConv {
-    fn forward_mode(&mut self, x: Tensor<4>, train: bool) -> Result<Tensor<4>, String> {
-        self.forward(x, train)
-    }
-    fn running_stats(&self) -> Vec<(String, Tensor<1>)> {
-        self.named_buffers("")
-    }
-    fn zero_in_train(&self) -> Vec<String> {
-        vec!["conv.0.bias".into()]
-    }
-}
-
-/// `check-fixtures` for `rfaconv*`: eval and train outputs, every gradient, and the running
-/// statistics after the train-mode pass.
-pub fn check_fixture(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, CheckError> {
-    let channels = f.shaped("x", 4)?.shape[1];
-    Ok(super::parity::check_train_eval(f, device, |w| {
-        RfaConv::load(w, channels)
-    })?)
 }

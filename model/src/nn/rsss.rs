@@ -6,10 +6,9 @@
 use super::params::{join, Loader, NamedParams, Visit};
 use super::rfaconv::RfaConv;
 use super::vm_unet::Norm;
-use crate::fixtures::{CheckError, Comparison, Fixture};
 use crate::ss2d::{Ss2d, Ss2dConfig};
 use burn::module::Param;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 #[derive(Debug, Clone)]
 pub struct RsssBlock {
@@ -73,29 +72,4 @@ impl NamedParams for RsssBlock {
         out(join(prefix, "skip_scale"), (&mut self.skip_scale).into());
         out(join(prefix, "skip_scale2"), (&mut self.skip_scale2).into());
     }
-}
-
-impl super::parity::TrainEvalModule for RsssBlock {
-    fn forward_mode(&mut self, x: Tensor<4>, train: bool) -> Result<Tensor<4>, String> {
-        self.forward(x, train)
-    }
-    fn running_stats(&self) -> Vec<(String, Tensor<1>)> {
-        self.conv.named_buffers("conv_blk.cab.0")
-    }
-    fn zero_in_train(&self) -> Vec<String> {
-        vec!["conv_blk.cab.0.conv.0.bias".into()]
-    }
-}
-
-/// `check-fixtures` for `rsss*`: eval and train outputs, every gradient, running statistics.
-pub fn check_fixture(f: &Fixture, device: &Device) -> Result<Vec<Comparison>, CheckError> {
-    let channels = f.shaped("x", 4)?.shape[3];
-    let d_state = f.shaped("param.self_attention.A_logs", 2)?.shape[1];
-    let cfg = Ss2dConfig {
-        d_state,
-        ..Ss2dConfig::new(channels)
-    };
-    Ok(super::parity::check_train_eval(f, device, |w| {
-        RsssBlock::load(w, cfg)
-    })?)
 }

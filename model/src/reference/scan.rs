@@ -3,34 +3,7 @@
 //! (B, K, L, E); A (K·E, N); B and C (B, K, L, N); D and bias (K·E). Positions are spatial:
 //! direction k visits them in the order of [`ScanOrder::position`].
 
-/// The order in which each direction walks the sequence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScanOrder {
-    /// Every direction walks positions 0..L.
-    Sequential,
-    /// SS2D cross-scan over a height × width map (K = 4): row-major, column-major and their
-    /// reverses.
-    CrossScan { height: usize, width: usize },
-}
-
-impl ScanOrder {
-    /// Spatial index of the `pos`-th element visited by direction `k` (sequence length `len`).
-    pub fn position(&self, k: usize, pos: usize, len: usize) -> usize {
-        match *self {
-            ScanOrder::Sequential => pos,
-            ScanOrder::CrossScan { height, width } => {
-                let q = if k & 2 != 0 { len - 1 - pos } else { pos };
-                if k & 1 == 0 {
-                    q
-                } else {
-                    let h = q % height;
-                    let w = q / height;
-                    h * width + w
-                }
-            }
-        }
-    }
-}
+pub use crate::ops::scan::ScanOrder;
 
 /// Sizes of one scan problem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

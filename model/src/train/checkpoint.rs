@@ -9,6 +9,7 @@ use super::trainer::{model_name, EpochReport, TrainConfig, TrainState, TrainSumm
 use crate::nn::net::{Net, NetConfig};
 use crate::nn::params::{AnyParam, Loader, NamedParams, WeightSource};
 use burn::tensor::{Device, Tensor, TensorData};
+use medseg_data::preprocess::InputSpec;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -68,20 +69,30 @@ fn write_weights(
         .map_err(|e| e.to_string())
 }
 
-/// Writes `dir/tag.safetensors` and `dir/tag.json` (the network and the epoch's numbers).
+/// Writes `dir/tag.safetensors` and `dir/tag.json` (the network, how its input is prepared,
+/// the training settings and the epoch's numbers).
 pub fn save(
     dir: &Path,
     tag: &str,
     net: &mut Net,
-    cfg: &NetConfig,
+    cfg: &TrainConfig,
     report: &EpochReport,
 ) -> Result<(), String> {
     write_weights(dir, tag, net, Vec::new())?;
+    let input = InputSpec {
+        size: cfg.size,
+        ..cfg.input.clone()
+    };
     let meta = serde_json::json!({
         "format": "medseg checkpoint 1",
-        "model": model_name(cfg),
-        "config": cfg.to_json(),
+        "model": model_name(&cfg.net),
+        "config": cfg.net.to_json(),
         "weights": format!("{tag}.safetensors"),
+        "input": input,
+        "train": {
+            "epochs": cfg.epochs, "batch": cfg.batch, "size": cfg.size, "seed": cfg.seed,
+            "augment": cfg.augment, "drop_path": cfg.drop_path,
+        },
         "epoch": report,
     });
     let body = serde_json::to_vec_pretty(&meta).map_err(|e| e.to_string())?;
@@ -94,24 +105,64 @@ pub fn save(
 /// Stored tensors by name: shape and f32 values.
 pub type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
-/// Tensors of a safetensors file as f32, by name.
+/// Tensors of a safetensors file as f32, by name (stored as f32, or f16/bf16/f64 as the
+/// compact bundled models are).
 pub fn read_tensors(path: &Path) -> Result<Tensors, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| format!("{}: not a safetensors file ({e})", path.display()))?;
+    tensors_from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Tensors of safetensors bytes as f32, by name; any non-float tensor refuses the file.
+pub fn tensors_from_bytes(bytes: &[u8]) -> Result<Tensors, String> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| format!("not a safetensors file ({e})"))?;
     let mut out = HashMap::new();
     for (name, t) in st.tensors() {
-        if t.dtype() != safetensors::Dtype::F32 {
-            return Err(format!(
-                "{}: {name} is {:?}; medseg checkpoints hold f32",
-                path.display(),
+        let v = decode_float(&t).ok_or_else(|| {
+            format!(
+                "{name} is {:?}; medseg checkpoints hold floating-point tensors",
                 t.dtype()
-            ));
-        }
-        let v = decode_float(&t).expect("f32 decodes");
+            )
+        })?;
         out.insert(name, (t.shape().to_vec(), v));
     }
     Ok(out)
+}
+
+/// Writes `tensors` as safetensors to `path` (atomically), as f32 or rounded to f16.
+pub fn write_tensors(path: &Path, tensors: &Tensors, half: bool) -> Result<(), String> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = names
+        .into_iter()
+        .map(|n| {
+            let (shape, v) = &tensors[n];
+            let bytes = if half {
+                v.iter()
+                    .flat_map(|&x| crate::pth::f32_to_f16(x).to_le_bytes())
+                    .collect()
+            } else {
+                bytemuck::cast_slice(v).to_vec()
+            };
+            (n.clone(), shape.clone(), bytes)
+        })
+        .collect();
+    let dtype = if half {
+        safetensors::Dtype::F16
+    } else {
+        safetensors::Dtype::F32
+    };
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = encoded
+        .iter()
+        .map(|(n, s, b)| {
+            safetensors::tensor::TensorView::new(dtype, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| format!("{n}: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    let bytes = safetensors::tensor::serialize(views, None).map_err(|e| e.to_string())?;
+    medseg_data::atomic::write_atomic(path, true, |w| w.write_all(&bytes))
+        .map_err(|e| e.to_string())
 }
 
 /// The values of a floating-point safetensors tensor as f32; None for other dtypes.
@@ -234,30 +285,41 @@ pub fn config_from_json(meta: &serde_json::Value) -> Result<NetConfig, String> {
 /// Loads a network saved by [`save`] (`tag.json` + its safetensors) onto `device`; refuses a
 /// checkpoint whose tensors do not match its configuration.
 pub fn load(json: &Path, device: &Device) -> Result<(Net, serde_json::Value), String> {
-    let meta: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(json).map_err(|e| format!("{}: {e}", json.display()))?,
-    )
-    .map_err(|e| format!("{}: not JSON ({e})", json.display()))?;
-    let cfg = config_from_json(&meta).map_err(|e| format!("{}: {e}", json.display()))?;
+    let meta = read_meta(json)?;
     let weights = json.with_file_name(
         meta["weights"]
             .as_str()
             .ok_or_else(|| format!("{}: no \"weights\" file named", json.display()))?,
     );
-    let mut src = StoredWeights::new(read_tensors(&weights)?);
-    src.ignore_prefix = Some("adam.".into());
-    let net = Net::load(&cfg, &mut Loader::new(&mut src, device.clone(), ""))?;
-    src.check(&weights.display().to_string())?;
+    let tensors = read_tensors(&weights)?;
+    let net =
+        load_tensors(&meta, tensors, device).map_err(|e| format!("{}: {e}", weights.display()))?;
     Ok((net, meta))
 }
 
-/// Weights under the official names — the authors' released checkpoints, or any state dict of
-/// the official code — from a PyTorch `.pth`/`.pt` (zip format, read by [`crate::pth`]) or a
-/// `.safetensors` file, into a network of configuration `cfg` on `device`. A `module.`
-/// (DataParallel) and the `vmunet.` prefix are taken off; integer buffers
-/// (`num_batches_tracked`) and SA-UMamba's never-called iAFF/DySample modules are ignored.
-/// Anything missing, misshapen or left over refuses the file, listing the first problems.
-pub fn load_official(path: &Path, cfg: &NetConfig, device: &Device) -> Result<Net, String> {
+/// A checkpoint's JSON.
+pub fn read_meta(json: &Path) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(&std::fs::read(json).map_err(|e| format!("{}: {e}", json.display()))?)
+        .map_err(|e| format!("{}: not JSON ({e})", json.display()))
+}
+
+/// The network a checkpoint's JSON describes, with `tensors` as its weights.
+pub fn load_tensors(
+    meta: &serde_json::Value,
+    tensors: Tensors,
+    device: &Device,
+) -> Result<Net, String> {
+    let cfg = config_from_json(meta)?;
+    let mut src = StoredWeights::new(tensors);
+    src.ignore_prefix = Some("adam.".into());
+    let net = Net::load(&cfg, &mut Loader::new(&mut src, device.clone(), ""))?;
+    src.check("the weights")?;
+    Ok(net)
+}
+
+/// The float tensors of an official checkpoint (`.pth`/`.pt` zip or `.safetensors`) under
+/// the official names, `module.` and `vmunet.` prefixes taken off.
+pub fn read_official(path: &Path) -> Result<Tensors, String> {
     let what = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| format!("{what}: {e}"))?;
     let raw = if bytes.starts_with(b"PK\x03\x04") || bytes.first() == Some(&0x80) {
@@ -272,6 +334,18 @@ pub fn load_official(path: &Path, cfg: &NetConfig, device: &Device) -> Result<Ne
         let short = short.strip_prefix("vmunet.").unwrap_or(short);
         tensors.insert(short.to_string(), t);
     }
+    Ok(tensors)
+}
+
+/// Weights under the official names — the authors' released checkpoints, or any state dict of
+/// the official code — from a PyTorch `.pth`/`.pt` (zip format, read by [`crate::pth`]) or a
+/// `.safetensors` file, into a network of configuration `cfg` on `device`. A `module.`
+/// (DataParallel) and the `vmunet.` prefix are taken off; integer buffers
+/// (`num_batches_tracked`) and SA-UMamba's never-called iAFF/DySample modules are ignored.
+/// Anything missing, misshapen or left over refuses the file, listing the first problems.
+pub fn load_official(path: &Path, cfg: &NetConfig, device: &Device) -> Result<Net, String> {
+    let what = path.display().to_string();
+    let tensors = read_official(path)?;
     let mut src = StoredWeights::new(tensors);
     src.ignore_containing = vec!["iaffs.", ".new_upsample."];
     let net = Net::load(cfg, &mut Loader::new(&mut src, device.clone(), ""))?;

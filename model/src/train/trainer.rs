@@ -12,7 +12,9 @@ use crate::nn::net::{Net, NetConfig};
 use crate::nn::params::{Loader, NamedParams, WeightSource};
 use burn::tensor::{Device, Tensor, TensorData};
 use medseg_data::dataset::Loaded;
-use medseg_data::preprocess::{resize_bilinear, Augment, Normalization, Sample, SeededRng};
+use medseg_data::preprocess::{
+    resize_bilinear, Augment, InputSpec, Normalization, Sample, SeededRng,
+};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
@@ -32,12 +34,16 @@ pub struct TrainConfig {
     pub augment: bool,
     /// Stochastic depth (0.2 in the reference recipe; VM-UNet / SA-UMamba only).
     pub drop_path: f64,
+    /// How images are prepared (stored with every checkpoint for inference); its size follows
+    /// `size` when checkpoints are written.
+    pub input: InputSpec,
 }
 
 impl TrainConfig {
     /// The reference protocol (BASELINE.md): batch 16, 256², official AdamW, cosine over the
     /// run, official augmentation, seed 42.
     pub fn reference(net: NetConfig, epochs: usize) -> Self {
+        let net_classes = net.classes();
         TrainConfig {
             net,
             epochs,
@@ -48,6 +54,7 @@ impl TrainConfig {
             schedule: Cosine::official(epochs),
             augment: true,
             drop_path: 0.2,
+            input: InputSpec::reference(256, InputSpec::default_classes(net_classes)),
         }
     }
 }
@@ -405,9 +412,9 @@ pub fn train(
         }
         summary.epochs.push(report.clone());
         if let Some(dir) = out {
-            super::checkpoint::save(dir, "last", net, &cfg.net, &report)?;
+            super::checkpoint::save(dir, "last", net, cfg, &report)?;
             if improved {
-                super::checkpoint::save(dir, "best", net, &cfg.net, &report)?;
+                super::checkpoint::save(dir, "best", net, cfg, &report)?;
             }
             super::checkpoint::save_state(dir, net, cfg, state)?;
         }

@@ -16,8 +16,8 @@
 pub mod geometry;
 mod kernels;
 
-pub use crate::reference::scan::ScanOrder;
 pub use geometry::ScanGeometry;
+pub use geometry::ScanOrder;
 
 use crate::error::ShapeError;
 use burn::backend::autodiff::{

@@ -1,8 +1,8 @@
 //! Launching the SEMA window-attention kernels.
 
+use super::{rope_table, AttnDims};
 use super::{AttnConfig, AttnForward, AttnGrads, AttnKernels, AttnOps, AttnTensors};
 use crate::ops::launch::{empty, expect_len, launch_kernel, Wgsl};
-use crate::reference::sema::{rope_table, AttnDims};
 use crate::shaders::{self, ShaderFile};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::wgpu::{into_contiguous, CubeBackend, CubeTensor};

@@ -5,9 +5,10 @@
 //! kernels recompute the probabilities from the forward's row log-sum-exp, so no w²×w²
 //! matrix is ever stored. SEMA's global mean term is added around this op ([`sema`]).
 
+mod dims;
 mod kernels;
 
-pub use crate::reference::sema::AttnDims;
+pub use dims::{rope_table, rope_theta, AttnDims};
 
 use crate::error::ShapeError;
 use burn::backend::autodiff::{

@@ -1,10 +1,10 @@
-//! End-to-end parity with the official code's fixtures (`e2e_vmunet*`): forward, loss,
+//! End-to-end parity with the official code's fixtures (`e2e_*`): forward, loss,
 //! every gradient and the AdamW step, for `medseg check-fixtures`.
 
-use super::loss::{bce_dice, ce_dice};
-use super::params::{AnyParam, Loader, NamedParams, WeightSource};
-use super::vm_unet::{BlockKind, VmUnet, VmUnetConfig};
 use crate::fixtures::{rel_l2, tensor, values, CheckError, Comparison, Fixture, Tolerance};
+use crate::nn::loss::{bce_dice, ce_dice};
+use crate::nn::params::{AnyParam, Loader, NamedParams, WeightSource};
+use crate::nn::vm_unet::{BlockKind, VmUnet, VmUnetConfig};
 use crate::train::adamw::{AdamState, AdamW};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor};
@@ -238,7 +238,7 @@ pub fn compare_grads(
     f: &Fixture,
     tag: &str,
     grads: &burn::tensor::Gradients,
-    named: &[(String, super::params::AnyParam)],
+    named: &[(String, crate::nn::params::AnyParam)],
     zero: &[&str],
     tol: f64,
 ) -> Result<Vec<Comparison>, String> {
