@@ -11,6 +11,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/medseg/target}"
 export CARGO_TERM_COLOR=never
 # GPU tests fail instead of skipping when no adapter is found.
 export MEDSEG_REQUIRE_GPU=1
+# Tests compile every kernel from scratch: no kernel cache kept between runs.
+export MEDSEG_KERNEL_CACHE=off
 # Mesa's loaders want a runtime dir; give them a private one.
 if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "${XDG_RUNTIME_DIR}" ]; then
     export XDG_RUNTIME_DIR="$(mktemp -d)"

@@ -181,6 +181,19 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Time to the first mask, as Segment does it from a fresh process: GPU start, model load,
+    /// the first segmentation of the bundled 256² colonoscopy frame (compiling kernels, or
+    /// loading them from the kernel cache) and a second one. Run it twice to see the cold and
+    /// the warm kernel cache (MEDSEG_KERNEL_CACHE chooses the folder).
+    FirstMask {
+        /// A model file (medseg checkpoint .json or official weights); by default a compact
+        /// SA-UMamba (width 32, the bundled models' size) with the official initialisation.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Whole networks (the configurations `medseg train` uses, random weights): inference at
     /// batch 1 and 16, training steps (forward, backward, AdamW) at batch 8, against the
     /// official code's H100 figures.
@@ -433,6 +446,79 @@ fn predict(a: PredictArgs) -> Result<bool, String> {
     Ok(report.failed == 0)
 }
 
+/// Times of `medseg bench first-mask`, seconds from the command's start.
+#[derive(serde::Serialize)]
+struct FirstMask {
+    adapter: String,
+    model: String,
+    kernel_cache: Option<PathBuf>,
+    gpu_s: f64,
+    model_s: f64,
+    first_mask_s: f64,
+    second_mask_s: f64,
+    foreground_pixels: usize,
+}
+
+fn bench_first_mask(weights: Option<&Path>, json: Option<&PathBuf>) -> Result<(), String> {
+    use medseg_data::preprocess::InputSpec;
+    use medseg_model::segment::SegModel;
+    let t0 = std::time::Instant::now();
+    let since = |t: std::time::Instant| t.duration_since(t0).as_secs_f64();
+    let ctx = gpu()?;
+    let gpu_s = since(std::time::Instant::now());
+    let mut model = match weights {
+        Some(w) => SegModel::open(w, &ctx.device).map_err(|e| e.to_string())?,
+        None => {
+            let cfg =
+                medseg_model::nn::net::NetConfig::by_name("sa-umamba", 256)?.with_width(32)?;
+            let net = medseg_model::train::trainer::init_network(&cfg, 42, &ctx.device)?;
+            let input = InputSpec::reference(256, InputSpec::default_classes(1));
+            SegModel::new(
+                net,
+                input,
+                "compact SA-UMamba (width 32, initialised)".into(),
+            )?
+        }
+    };
+    let model_s = since(std::time::Instant::now());
+    let (image, _) = medseg::gui::sample::SAMPLES[2]
+        .load()
+        .map_err(|e| e.to_string())?;
+    let first = model
+        .segment(&image, &mut |_, _| true)
+        .map_err(|e| e.to_string())?;
+    let first_mask_s = since(std::time::Instant::now());
+    model
+        .segment(&image, &mut |_, _| true)
+        .map_err(|e| e.to_string())?;
+    let second_mask_s = since(std::time::Instant::now());
+    let r = FirstMask {
+        adapter: format!("{} ({})", ctx.adapter.name, ctx.adapter.backend),
+        model: model.title.clone(),
+        kernel_cache: medseg_model::gpu::kernel_cache_dir(),
+        gpu_s,
+        model_s,
+        first_mask_s,
+        second_mask_s,
+        foreground_pixels: first.counts(0.5).iter().skip(1).sum(),
+    };
+    println!(
+        "{} on {}: GPU {:.2} s, model {:.2} s, first mask at {:.2} s, second at {:.2} s (+{:.3} s); kernel cache {}",
+        r.model,
+        r.adapter,
+        r.gpu_s,
+        r.model_s,
+        r.first_mask_s,
+        r.second_mask_s,
+        r.second_mask_s - r.first_mask_s,
+        r.kernel_cache
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "off".into())
+    );
+    write_json(json, &r)
+}
+
 /// Writes a checkpoint as a compact bundled model: f16 weights and a JSON with its title.
 fn pack_model(checkpoint: &Path, out: &Path, title: &str) -> Result<(), String> {
     use medseg_model::train::checkpoint;
@@ -578,6 +664,9 @@ fn main() -> ExitCode {
             spacing_mm,
             json,
         } => eval(pred, gt, *nsd_tolerance_mm, *spacing_mm, json.as_ref()).map(|_| true),
+        Command::Bench {
+            what: BenchCommand::FirstMask { weights, json },
+        } => bench_first_mask(weights.as_deref(), json.as_ref()).map(|_| true),
         Command::Bench {
             what:
                 BenchCommand::Scan {

@@ -375,27 +375,20 @@ pub fn kernel_cache_dir() -> Option<std::path::PathBuf> {
 }
 
 /// Points the compute runtime's persistent caches (compiled kernels, autotune results) at
-/// [`kernel_cache_dir`], keeping any `cubecl.toml` / `CUBECL_*` settings. Must run before the
-/// runtime reads its configuration (the first device); later calls change nothing. Returns
-/// the folder in use.
+/// [`kernel_cache_dir`], keeping any `cubecl.toml` / `CUBECL_*` settings; with the cache off
+/// the runtime's configuration is left alone. Must run before the runtime reads its
+/// configuration (the first device); later calls change nothing. Returns the folder in use.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn use_kernel_cache() -> Option<std::path::PathBuf> {
     use burn::cubecl::config::cache::CacheConfig;
     use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
-    let dir = kernel_cache_dir();
+    // Off: the runtime keeps its own defaults (nothing compiled is kept between runs).
+    let dir = kernel_cache_dir().filter(|d| std::fs::create_dir_all(d).is_ok())?;
     let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
-    match &dir {
-        Some(d) if std::fs::create_dir_all(d).is_ok() => {
-            config.environment.path = CacheConfig::Directory(d.clone());
-            config.compilation.cache = true;
-        }
-        _ => {
-            config.compilation.cache = false;
-            config.autotune.disable_cache = true;
-        }
-    }
+    config.environment.path = CacheConfig::Directory(dir.clone());
+    config.compilation.cache = true;
     CubeClRuntimeConfig::try_set(config);
-    dir
+    Some(dir)
 }
 
 static BINDING_LIMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(128 << 20);

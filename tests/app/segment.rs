@@ -47,6 +47,21 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// The predict job at threshold 0.5 without replacing files.
+fn run_predict(
+    model: &mut medseg_model::segment::SegModel,
+    inputs: Vec<PathBuf>,
+    out: &std::path::Path,
+) -> medseg::jobs::predict::PredictReport {
+    let opts = PredictOptions {
+        inputs,
+        out: out.to_path_buf(),
+        threshold: 0.5,
+        overwrite: false,
+    };
+    predict(model, &opts, &Silent, &mut |_, _, _| {}).unwrap()
+}
+
 /// Steps until the task list is empty (segmenting on a CPU rasteriser takes a while).
 fn wait_idle(h: &mut Harness<'static, MedsegApp>) {
     let t0 = Instant::now();
@@ -142,18 +157,7 @@ fn segment_review_accept_undo_and_match_predict() {
     let out = scratch("predict-vs-app");
     let input = assets().join("polyp_kvasir_cju0t4oil7vzk099370nun5h9.jpg");
     let mut model = load_model(&ModelRef::File(model), &device, &Silent).unwrap();
-    let report = predict(
-        &mut model,
-        &PredictOptions {
-            inputs: vec![input],
-            out: out.clone(),
-            threshold: 0.5,
-            overwrite: false,
-        },
-        &Silent,
-        &mut |_, _, _| {},
-    )
-    .unwrap();
+    let report = run_predict(&mut model, vec![input], &out);
     assert_eq!(report.failed, 0, "{}", report.to_text());
     let written = load_labels(&out.join("polyp_kvasir_cju0t4oil7vzk099370nun5h9.png")).unwrap();
     let a: Vec<bool> = accepted.labels.iter().map(|&l| l != 0).collect();
@@ -202,18 +206,7 @@ fn predict_round_trips_headers_and_survives_bad_files() {
     std::fs::write(inputs.join("broken.png"), b"\x89PNG\r\n\x1a\n not really").unwrap();
     let mut model = load_model(&ModelRef::File(model_json), &device, &Silent).unwrap();
     let out = scratch("predict-out");
-    let report = predict(
-        &mut model,
-        &PredictOptions {
-            inputs: vec![inputs.clone()],
-            out: out.clone(),
-            threshold: 0.5,
-            overwrite: false,
-        },
-        &Silent,
-        &mut |_, _, _| {},
-    )
-    .unwrap();
+    let report = run_predict(&mut model, vec![inputs.clone()], &out);
     assert_eq!(report.files.len(), 3, "{}", report.to_text());
     assert_eq!(report.failed, 1, "{}", report.to_text());
     let broken = report
@@ -235,18 +228,7 @@ fn predict_round_trips_headers_and_survives_bad_files() {
     let frame = load_labels(&out.join("frame.png")).unwrap();
     assert_eq!(frame.geometry.dims, [256, 256, 1]);
     // Again without --overwrite: existing masks are refused per file, not replaced.
-    let again = predict(
-        &mut model,
-        &PredictOptions {
-            inputs: vec![inputs.join("frame.jpg")],
-            out: out.clone(),
-            threshold: 0.5,
-            overwrite: false,
-        },
-        &Silent,
-        &mut |_, _, _| {},
-    )
-    .unwrap();
+    let again = run_predict(&mut model, vec![inputs.join("frame.jpg")], &out);
     assert_eq!(again.failed, 1);
     assert!(again.files[0].error.as_ref().unwrap().contains("exists"));
 

@@ -7,7 +7,9 @@ use crate::gui::app::MedsegApp;
 use crate::gui::tasks::Outcome;
 use crate::jobs;
 use crate::jobs::segment::ModelRef;
+use crate::jobs::JobError;
 use medseg_data::proposal::Proposal;
+use medseg_model::segment::SegModel;
 use std::path::PathBuf;
 
 /// The Segment shortcut (no modifier, like the tool keys B and E).
@@ -46,22 +48,9 @@ impl MedsegApp {
             }
         };
         self.model_index = i;
-        let device = match self.compute() {
-            Ok(c) => c.device.clone(),
-            Err(e) => {
-                self.report_error(format!("Cannot run networks on this GPU: {e}"));
-                return;
-            }
-        };
-        let cache = self.model_cache();
-        self.tasks
-            .spawn(format!("Loading model {}", m.label()), move |p| {
-                let mut cache = cache
-                    .lock()
-                    .map_err(|_| jobs::JobError::Failed("the model cache is unusable".into()))?;
-                let title = cache.get(&m, &device, p)?.title.clone();
-                Ok(Outcome::ModelReady(title))
-            });
+        self.with_model(format!("Loading model {}", m.label()), m, |model, _| {
+            Ok(Outcome::ModelReady(model.title.clone()))
+        });
     }
 
     /// Runs the current model on the open image (a worker task with progress and Cancel).
@@ -83,6 +72,30 @@ impl MedsegApp {
         };
         let image = doc.image.clone();
         let serial = self.doc_serial;
+        self.with_model(
+            format!("Segmenting with {}", model.label()),
+            model,
+            move |m, p| {
+                let proposal = jobs::segment::segment(m, &image, p)?;
+                Ok(Outcome::Proposal(
+                    Box::new(proposal),
+                    m.title.clone(),
+                    serial,
+                ))
+            },
+        );
+    }
+
+    /// Runs `work` on a worker with the model `m` (loaded onto the app's GPU device unless it is
+    /// the one kept from the last run).
+    fn with_model(
+        &mut self,
+        title: String,
+        m: ModelRef,
+        work: impl FnOnce(&mut SegModel, &crate::gui::tasks::Progress) -> Result<Outcome, JobError>
+            + Send
+            + 'static,
+    ) {
         let device = match self.compute() {
             Ok(c) => c.device.clone(),
             Err(e) => {
@@ -91,19 +104,13 @@ impl MedsegApp {
             }
         };
         let cache = self.model_cache();
-        self.tasks
-            .spawn(format!("Segmenting with {}", model.label()), move |p| {
-                let mut cache = cache
-                    .lock()
-                    .map_err(|_| jobs::JobError::Failed("the model cache is unusable".into()))?;
-                let m = cache.get(&model, &device, p)?;
-                let proposal = jobs::segment::segment(m, &image, p)?;
-                Ok(Outcome::Proposal(
-                    Box::new(proposal),
-                    m.title.clone(),
-                    serial,
-                ))
-            });
+        self.tasks.spawn(title, move |p| {
+            let mut cache = cache
+                .lock()
+                .map_err(|_| JobError::Failed("the model cache is unusable".into()))?;
+            let model = cache.get(&m, &device, p)?;
+            work(model, p)
+        });
     }
 
     /// A finished Segment: shown for review when its image is still the open one.
