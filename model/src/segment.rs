@@ -5,12 +5,12 @@
 //! in training, or tiled), and its probabilities land in a [`Proposal`] that the app re-thresholds
 //! without running the network again.
 
-use crate::infer::{batch_for_budget, Segmenter};
+use crate::infer::Segmenter;
 use crate::nn::net::{Net, NetConfig};
 use crate::nn::vm_unet::{BlockKind, VmUnetConfig};
 use crate::train::checkpoint::{self, Tensors};
 use burn::tensor::Device;
-use medseg_data::preprocess::{resize_bilinear, Fit, InputSpec, Normalization};
+use medseg_data::preprocess::{resize_bilinear, zscore_stats, Fit, InputSpec, Normalization};
 use medseg_data::proposal::Proposal;
 use medseg_data::sliding::{predict_image, SlidingWindow, TileModel};
 use medseg_data::volume::Volume;
@@ -240,7 +240,7 @@ impl SegModel {
         match self.input.fit {
             Fit::Resize => {
                 // Whole slices resized to the network's input, several per call.
-                let per_call = batch_for_budget(size, budget);
+                let per_call = seg.max_batch();
                 let mut z = 0;
                 while z < depth {
                     if !progress(z, depth) {
@@ -331,19 +331,6 @@ fn predict_shrinking(
             Some(_) => step = step.div_ceil(2).min(step - 1).max(1),
         }
     }
-}
-
-fn zscore_stats(v: &[f32]) -> (f64, f64) {
-    let fg: Vec<f64> = v.iter().filter(|x| **x != 0.0).map(|&x| x as f64).collect();
-    let src: Vec<f64> = if fg.is_empty() {
-        v.iter().map(|&x| x as f64).collect()
-    } else {
-        fg
-    };
-    let n = src.len().max(1) as f64;
-    let mean = src.iter().sum::<f64>() / n;
-    let var = src.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
-    (mean, var.sqrt().max(1e-8))
 }
 
 /// "Polyp (SA-UMamba)"-style title from the classes and the architecture.

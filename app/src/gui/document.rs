@@ -321,6 +321,8 @@ pub struct Review {
     pub threshold: f32,
     /// Show the probabilities as a heat map instead of the thresholded outline.
     pub heat_map: bool,
+    /// Voxels per class at `threshold` (counted when the threshold changes, not every frame).
+    counts: Vec<usize>,
 }
 
 impl Document {
@@ -540,10 +542,11 @@ impl Document {
         self.proposal_revision += 1;
         self.proposal = Some(Review {
             id: self.proposal_revision,
-            proposal,
             model: model.to_string(),
             threshold: 0.5,
             heat_map: false,
+            counts: proposal.counts(0.5),
+            proposal,
         });
         Ok(())
     }
@@ -552,6 +555,7 @@ impl Document {
     pub fn set_threshold(&mut self, threshold: f32) {
         if let Some(r) = self.proposal.as_mut() {
             r.threshold = threshold.clamp(0.0, 1.0);
+            r.counts = r.proposal.counts(r.threshold);
             self.proposal_revision += 1;
         }
     }
@@ -634,8 +638,7 @@ impl Document {
         } else {
             self.voxel_ml()
         };
-        r.proposal
-            .counts(r.threshold)
+        r.counts
             .iter()
             .enumerate()
             .skip(1)

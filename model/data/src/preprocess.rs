@@ -130,21 +130,7 @@ impl Normalization {
                 }
             }
             Normalization::MrZScore => {
-                let fg: Vec<f64> = x
-                    .iter()
-                    .filter(|v| **v != 0.0 && v.is_finite())
-                    .map(|&v| v as f64)
-                    .collect();
-                let src: Vec<f64> = if fg.is_empty() {
-                    x.iter().map(|&v| v as f64).collect()
-                } else {
-                    fg
-                };
-                let n = src.len().max(1) as f64;
-                let mean = src.iter().sum::<f64>() / n;
-                let std = (src.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n)
-                    .sqrt()
-                    .max(1e-8);
+                let (mean, std) = zscore_stats(x);
                 for v in x.iter_mut() {
                     *v = ((*v as f64 - mean) / std) as f32;
                 }
@@ -167,6 +153,28 @@ impl Normalization {
             Normalization::None => {}
         }
     }
+}
+
+/// Mean and standard deviation (at least 1e-8) of the non-zero finite values of `x` (all
+/// values when none is non-zero): the statistics of [`Normalization::MrZScore`], which volumes
+/// take over the whole volume rather than per slice.
+pub fn zscore_stats(x: &[f32]) -> (f64, f64) {
+    let fg: Vec<f64> = x
+        .iter()
+        .filter(|v| **v != 0.0 && v.is_finite())
+        .map(|&v| v as f64)
+        .collect();
+    let src: Vec<f64> = if fg.is_empty() {
+        x.iter().map(|&v| v as f64).collect()
+    } else {
+        fg
+    };
+    let n = src.len().max(1) as f64;
+    let mean = src.iter().sum::<f64>() / n;
+    let std = (src.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n)
+        .sqrt()
+        .max(1e-8);
+    (mean, std)
 }
 
 /// A 2-D training sample: an interleaved image and a soft mask of one value per pixel and class
