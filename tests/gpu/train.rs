@@ -249,3 +249,163 @@ fn training_on_polyp_images_lowers_the_loss() {
         "{e}"
     );
 }
+
+/// A run stopped in the middle of an epoch (with augmentation and stochastic depth on) saves a
+/// state that continues at the next step and ends with the same losses and weights as a run
+/// that was never stopped; only the newest state's weights file is kept.
+#[test]
+fn a_run_stopped_mid_epoch_continues_exactly() {
+    let Some(ctx) = gpu() else { return };
+    let data = shared_dir().join("data/polyp");
+    let ds = Dataset::scan(&data).expect("../shared/data/polyp");
+    let split = ds.split_from_file(&data.join("split.json")).unwrap();
+    let (tr, bad) = load_pairs(&split.train[..12]);
+    assert!(bad.is_empty());
+    let size = 32;
+    let train = trainer::prepare(&tr, size).unwrap();
+    let dev = ctx.autodiff_device();
+    let mut cfg = TrainConfig::reference(small(false), 2);
+    cfg.batch = 4;
+    cfg.size = size;
+    let weights = |net: &mut medseg_model::nn::net::Net| -> Vec<f64> {
+        let mut named = Vec::new();
+        net.named_params("", &mut named);
+        named
+            .iter()
+            .flat_map(|(_, p)| match p {
+                medseg_model::nn::params::AnyParam::R1(p) => values(p.val()).unwrap(),
+                medseg_model::nn::params::AnyParam::R2(p) => values(p.val()).unwrap(),
+                medseg_model::nn::params::AnyParam::R3(p) => values(p.val()).unwrap(),
+                medseg_model::nn::params::AnyParam::R4(p) => values(p.val()).unwrap(),
+            })
+            .collect()
+    };
+    // Uninterrupted: 2 epochs of 3 steps.
+    let mut net = trainer::init_network(&cfg.net, cfg.seed, &dev).unwrap();
+    let mut state = TrainState::new(&cfg);
+    let whole =
+        trainer::train(&mut net, &cfg, &mut state, &train, &[], None, &mut |_| true).unwrap();
+    assert_eq!(whole.step_losses.len(), 6);
+    let whole_weights = weights(&mut net);
+
+    // Stopped when epoch 2's first step is reported (its second step is already applied).
+    let out = std::env::temp_dir().join(format!("medseg-stop-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut net = trainer::init_network(&cfg.net, cfg.seed, &dev).unwrap();
+    let mut state = TrainState::new(&cfg);
+    let part = trainer::train(
+        &mut net,
+        &cfg,
+        &mut state,
+        &train,
+        &[],
+        Some(&out),
+        &mut |e| {
+            !matches!(
+                e,
+                Event::Step {
+                    epoch: 2,
+                    step: 1,
+                    ..
+                }
+            )
+        },
+    )
+    .unwrap();
+    assert!(part.cancelled);
+    assert_eq!((state.next_epoch, state.next_step), (1, 2));
+    assert_eq!(part.step_losses, whole.step_losses[..5].to_vec());
+    let states: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("state") && n.ends_with(".safetensors"))
+        .collect();
+    assert_eq!(states, vec!["state-1-2.safetensors".to_string()]);
+
+    let (mut resumed, mut resumed_state) = checkpoint::load_state(&out, &cfg, &dev).unwrap();
+    assert_eq!((resumed_state.next_epoch, resumed_state.next_step), (1, 2));
+    let rest = trainer::train(
+        &mut resumed,
+        &cfg,
+        &mut resumed_state,
+        &train,
+        &[],
+        Some(&out),
+        &mut |_| true,
+    )
+    .unwrap();
+    assert_eq!(rest.step_losses, whole.step_losses);
+    assert_eq!(
+        rest.epochs[1].train_loss, whole.epochs[1].train_loss,
+        "the resumed epoch's mean loss covers all its steps"
+    );
+    let worst = weights(&mut resumed)
+        .iter()
+        .zip(&whole_weights)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(worst == 0.0, "resumed weights differ by up to {worst:.3e}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// A NaN in one training image stops the run with a message naming the epoch and step; the
+/// checkpoints of the last finished epoch are untouched and still load.
+#[test]
+fn a_nan_in_the_data_stops_the_run_and_keeps_the_last_checkpoint() {
+    let Some(ctx) = gpu() else { return };
+    let data = shared_dir().join("data/polyp");
+    let ds = Dataset::scan(&data).expect("../shared/data/polyp");
+    let split = ds.split_from_file(&data.join("split.json")).unwrap();
+    let (tr, _) = load_pairs(&split.train[..8]);
+    let size = 32;
+    let mut train = trainer::prepare(&tr, size).unwrap();
+    let dev = ctx.autodiff_device();
+    let mut cfg = TrainConfig::reference(small(false), 3);
+    cfg.batch = 4;
+    cfg.size = size;
+    cfg.augment = false;
+    let out = std::env::temp_dir().join(format!("medseg-nan-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut net = trainer::init_network(&cfg.net, cfg.seed, &dev).unwrap();
+    let mut state = TrainState::new(&cfg);
+    let mut one_epoch = |e: Event| !matches!(e, Event::Epoch(_));
+    trainer::train(
+        &mut net,
+        &cfg,
+        &mut state,
+        &train,
+        &[],
+        Some(&out),
+        &mut one_epoch,
+    )
+    .unwrap();
+    assert_eq!(state.next_epoch, 1);
+    let saved = std::fs::read(out.join("last.safetensors")).unwrap();
+
+    for s in train.iter_mut() {
+        s.image[5] = f32::NAN;
+    }
+    let e = trainer::train(
+        &mut net,
+        &cfg,
+        &mut state,
+        &train,
+        &[],
+        Some(&out),
+        &mut |_| true,
+    )
+    .expect_err("a NaN loss stops the run");
+    assert!(
+        e.contains("NaN") && e.contains("epoch 2, step 1"),
+        "the message names the value, the epoch and the step: {e}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("last.safetensors")).unwrap(),
+        saved,
+        "the last good checkpoint is untouched"
+    );
+    checkpoint::load(&out.join("last.json"), &dev).expect("the last checkpoint loads");
+    let (_, resumed) = checkpoint::load_state(&out, &cfg, &dev).expect("the state loads");
+    assert_eq!((resumed.next_epoch, resumed.next_step), (1, 0));
+    let _ = std::fs::remove_dir_all(&out);
+}

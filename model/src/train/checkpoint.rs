@@ -91,7 +91,7 @@ pub fn save(
         "input": input,
         "train": {
             "epochs": cfg.epochs, "batch": cfg.batch, "size": cfg.size, "seed": cfg.seed,
-            "augment": cfg.augment, "drop_path": cfg.drop_path,
+            "augment": cfg.augment, "drop_path": cfg.drop_path, "lr": cfg.schedule.max_lr,
         },
         "epoch": report,
     });
@@ -364,20 +364,17 @@ fn float_tensors(bytes: &[u8]) -> Result<Tensors, String> {
         .collect())
 }
 
-/// Writes `state.safetensors` (weights, running statistics, AdamW moments) and `state.json`
-/// (configuration, epoch, generator states, history) so a run can continue exactly.
+/// Writes the training state to `dir`: the weights with the AdamW moments in
+/// `state-E-S.safetensors` (E, S: the epoch and step it continues at) and `state.json` naming
+/// that file. The JSON is written last and replaces the previous one in one rename, so a run
+/// killed at any moment leaves a complete state — the new one or the previous one, whose
+/// weights file is deleted only after the new JSON is in place.
 pub fn save_state(
     dir: &Path,
     net: &mut Net,
     cfg: &TrainConfig,
     state: &TrainState,
 ) -> Result<(), String> {
-    let report = state
-        .summary
-        .epochs
-        .last()
-        .cloned()
-        .ok_or("no finished epoch to save")?;
     let mut extra = Vec::new();
     for (name, m) in &state.opt.moments {
         for (k, t) in [("m", &m.m), ("v", &m.v)] {
@@ -390,37 +387,52 @@ pub fn save_state(
             extra.push((format!("adam.{k}.{name}"), vec![v.len()], v));
         }
     }
-    write_weights(dir, "state", net, extra)?;
+    let tag = format!("state-{}-{}", state.next_epoch, state.next_step);
+    write_weights(dir, &tag, net, extra)?;
     let meta = serde_json::json!({
         "format": "medseg training state 1",
         "model": model_name(&cfg.net),
         "config": cfg.net.to_json(),
-        "weights": "state.safetensors",
+        "weights": format!("{tag}.safetensors"),
+        "input": InputSpec { size: cfg.size, ..cfg.input.clone() },
         "train": {
             "epochs": cfg.epochs, "batch": cfg.batch, "size": cfg.size, "seed": cfg.seed,
-            "augment": cfg.augment,
+            "augment": cfg.augment, "lr": cfg.schedule.max_lr,
         },
         "next_epoch": state.next_epoch,
+        "next_step": state.next_step,
         "adam_step": state.opt.step,
         "shuffle_rng": state.shuffle_rng.to_string(),
         "augment_rng": state.augment_rng.to_string(),
         "summary": state.summary,
-        "epoch": report,
+        "epoch": state.summary.epochs.last(),
     });
     let body = serde_json::to_vec_pretty(&meta).map_err(|e| e.to_string())?;
     medseg_data::atomic::write_atomic(&dir.join("state.json"), true, |w| w.write_all(&body))
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    // Older states' weights (and the unversioned name of earlier builds) are no longer named.
+    let keep = format!("{tag}.safetensors");
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let stale = name.starts_with("state") && name.ends_with(".safetensors") && name != keep;
+            if stale {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(())
 }
 
-/// Continues a run saved by [`save_state`] in `dir`: the network, the optimiser, the epoch
-/// and the generators. The training settings must match the saved ones.
+/// Continues a run saved by [`save_state`] in `dir`: the network, the optimiser, the epoch,
+/// the step and the generators. The training settings must match the saved ones.
 pub fn load_state(
     dir: &Path,
     cfg: &TrainConfig,
     device: &Device,
 ) -> Result<(Net, TrainState), String> {
     let json = dir.join("state.json");
-    let (mut net, meta) = load(&json, device)?;
+    let meta = read_meta(&json)?;
     let saved = &meta["train"];
     // The epoch count sets the cosine schedule, so it must match too.
     for (k, want) in [
@@ -437,27 +449,49 @@ pub fn load_state(
             ));
         }
     }
+    if let Some(lr) = saved["lr"].as_f64() {
+        if (lr - cfg.schedule.max_lr).abs() > 1e-12 * lr.abs() {
+            return Err(format!(
+                "{}: the run was started with lr {lr}, not {}",
+                json.display(),
+                cfg.schedule.max_lr
+            ));
+        }
+    }
     if config_from_json(&meta)? != cfg.net {
         return Err(format!(
             "{}: saved for another network configuration",
             json.display()
         ));
     }
-    let tensors = read_tensors(&dir.join("state.safetensors"))?;
+    let weights = dir.join(
+        meta["weights"]
+            .as_str()
+            .ok_or_else(|| format!("{}: no \"weights\" file named", json.display()))?,
+    );
+    let mut tensors = read_tensors(&weights)?;
     let mut opt = GpuAdamW::new(cfg.optimizer);
     opt.step = meta["adam_step"].as_u64().ok_or("adam_step missing")? as u32;
+    let adam: Vec<String> = tensors
+        .keys()
+        .filter(|k| k.starts_with("adam."))
+        .cloned()
+        .collect();
+    let mut moments: Tensors = adam
+        .iter()
+        .filter_map(|k| tensors.remove_entry(k))
+        .collect();
+    let mut net =
+        load_tensors(&meta, tensors, device).map_err(|e| format!("{}: {e}", weights.display()))?;
     let mut named = Vec::new();
     net.named_params("", &mut named);
     for (name, _) in &named {
-        let get = |k: &str| -> Option<Tensor<1>> {
-            tensors.get(&format!("adam.{k}.{name}")).map(|(s, v)| {
-                Tensor::from_data(
-                    TensorData::new(v.clone(), s.clone()),
-                    &device.clone().inner(),
-                )
-            })
+        let mut take = |k: &str| -> Option<Tensor<1>> {
+            moments
+                .remove(&format!("adam.{k}.{name}"))
+                .map(|(s, v)| Tensor::from_data(TensorData::new(v, s), &device.clone().inner()))
         };
-        if let (Some(m), Some(v)) = (get("m"), get("v")) {
+        if let (Some(m), Some(v)) = (take("m"), take("v")) {
             opt.moments
                 .insert(name.clone(), super::optim::Moments { m, v });
         }
@@ -473,6 +507,7 @@ pub fn load_state(
     let state = TrainState {
         opt,
         next_epoch: meta["next_epoch"].as_u64().ok_or("next_epoch missing")? as usize,
+        next_step: meta["next_step"].as_u64().unwrap_or(0) as usize,
         shuffle_rng: num("shuffle_rng")?,
         augment_rng: num("augment_rng")?,
         summary,

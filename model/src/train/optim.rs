@@ -60,6 +60,19 @@ impl GpuAdamW {
         });
         updated
     }
+
+    /// Zero while every second moment is finite, NaN or infinite once a gradient was: a NaN or
+    /// Inf gradient makes its parameter's `v` NaN/Inf for good, and `0 · Σ v` carries it. Added
+    /// to the loss before it is read back, it stops a run whose loss stayed finite while its
+    /// gradients did not (a ReLU or a clamp turns a NaN activation into a number). `None`
+    /// before the first step.
+    pub fn nonfinite_probe(&self) -> Option<Tensor<1>> {
+        self.moments
+            .values()
+            .map(|st| st.v.clone().sum())
+            .reduce(|a, b| a + b)
+            .map(|s| s.mul_scalar(0.0))
+    }
 }
 
 /// Cosine annealing stepped per epoch, as PyTorch's `CosineAnnealingLR` in closed form:

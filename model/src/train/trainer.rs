@@ -107,6 +107,12 @@ pub fn prepare(loaded: &[Loaded], size: usize) -> Result<Vec<Sample>, String> {
                     l.pair.image.display()
                 ));
             }
+            if l.image.voxels.iter().any(|v| !v.is_finite()) {
+                return Err(format!(
+                    "{}: the image holds NaN or infinite values",
+                    l.pair.image.display()
+                ));
+            }
             let c = l.image.channels;
             let mut image = l.image.voxels.clone();
             if c == 1 {
@@ -214,6 +220,18 @@ fn confusion(
     Ok(acc)
 }
 
+/// Pooled validation DSC (foreground probability > 0.5 against masks > 0.5, over all pixels of
+/// `val` together), as reported each epoch; runs outside autodiff in batches of `batch`.
+pub fn pooled_dsc(net: &mut Net, val: &[Sample], batch: usize) -> Result<f64, String> {
+    let device = net.device();
+    let [tp, fp, fn_] = confusion(net, val, batch, &device)?;
+    Ok(if tp + fp + fn_ == 0.0 {
+        1.0
+    } else {
+        2.0 * tp / (2.0 * tp + fp + fn_)
+    })
+}
+
 /// Builds the network with its initialisation (VM-UNet / SA-UMamba: the official one;
 /// USEMA: He) on `device` (autodiff).
 pub fn init_network(cfg: &NetConfig, seed: u64, device: &Device) -> Result<Net, String> {
@@ -238,7 +256,11 @@ pub struct TrainState {
     pub opt: GpuAdamW,
     /// 0-based index of the next epoch to run.
     pub next_epoch: usize,
-    /// States of the shuffling and augmentation generators.
+    /// 0-based index of the next step within that epoch (0 between epochs; a run stopped
+    /// mid-epoch continues at this step).
+    pub next_step: usize,
+    /// The shuffling generator at the start of `next_epoch` (the epoch's order is drawn from
+    /// it) and the augmentation generator before batch `next_step`.
     pub shuffle_rng: u64,
     pub augment_rng: u64,
     pub summary: TrainSummary,
@@ -249,6 +271,7 @@ impl TrainState {
         TrainState {
             opt: GpuAdamW::new(cfg.optimizer),
             next_epoch: 0,
+            next_step: 0,
             shuffle_rng: cfg.seed,
             augment_rng: Augment::official(cfg.seed).rng_state(),
             summary: TrainSummary::default(),
@@ -295,15 +318,15 @@ pub fn train(
     for epoch in state.next_epoch..cfg.epochs {
         let t0 = Instant::now();
         let lr = cfg.schedule.lr(epoch);
-        // The device generator (stochastic-depth masks) is seeded per epoch, so a resumed run
-        // draws the same masks as an uninterrupted one.
-        device.seed(cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+        let first_step = std::mem::take(&mut state.next_step).min(steps);
         let mut rng = SeededRng::new(state.shuffle_rng);
         let augment = Augment::official(cfg.seed).with_rng_state(state.augment_rng);
         // A fresh permutation each epoch, from the generator's running state.
         let mut order: Vec<usize> = (0..train.len()).collect();
         rng.shuffle(&mut order);
-        let mut losses = Vec::with_capacity(steps);
+        // The losses of the steps already run when this epoch was stopped and resumed.
+        let done = state.summary.step_losses.len();
+        let mut losses = state.summary.step_losses[done - first_step.min(done)..].to_vec();
         // The CPU side of a step (picking, augmenting and packing the next batch) runs on a
         // second thread while this one records the current step, and the loss of step k is
         // read back only after step k + 1 is submitted, so the GPU is never left waiting for
@@ -322,60 +345,105 @@ pub fn train(
             (batch_arrays(&refs), augment)
         };
         let side = train[0].width;
-        let (stopped, augment) = std::thread::scope(|scope| -> Result<(bool, Augment), String> {
-            let (mut arrays, mut augment) = prepare_batch(0, augment);
-            let mut pending: Option<(usize, Tensor<1>)> = None;
-            let mut report = |step: usize, loss: Tensor<1>, losses: &mut Vec<f64>| {
-                let value = scalar(loss)?;
-                if !value.is_finite() {
-                    return Err(format!(
-                        "the training loss became {value} at epoch {}, step {}; try a lower learning rate",
-                        epoch + 1,
-                        step + 1
-                    ));
+        // Where the epoch's loop ended: the next step when it was stopped before its last
+        // step (with the augmentation state before that step's batch), and whether a stop was
+        // asked for at the epoch's end.
+        type Ended = (Option<usize>, bool, Augment);
+        let (stopped_at, stop_after_epoch, augment) =
+            std::thread::scope(|scope| -> Result<Ended, String> {
+                let mut augment = augment;
+                let mut stop_requested = false;
+                if first_step == steps {
+                    return Ok((None, false, augment));
                 }
-                losses.push(value);
-                state.summary.step_losses.push(value);
-                Ok(on_event(Event::Step {
-                    epoch: epoch + 1,
-                    step: step + 1,
-                    steps,
-                    loss: value,
-                }))
-            };
-            for step in 0..steps {
-                let next = (step + 1 < steps).then(|| {
-                    let aug = augment.clone();
-                    scope.spawn(move || prepare_batch(step + 1, aug))
-                });
-                let (x, y) = upload(arrays, batch, side, &device);
-                let loss = net.train_loss(x, y)?;
-                let value = loss.clone().inner();
-                let grads = loss.backward();
-                state.opt.step(net, &grads, lr);
-                if let Some((k, previous)) = pending.replace((step, value)) {
-                    if !report(k, previous, &mut losses)? {
-                        return Ok((true, augment));
+                let (mut arrays, aug) = prepare_batch(first_step, augment.clone());
+                let mut pending: Option<(usize, Tensor<1>)> = None;
+                let mut report =
+                    |step: usize, loss: Tensor<1>, losses: &mut Vec<f64>, tell: bool| {
+                        let value = scalar(loss)?;
+                        if !value.is_finite() {
+                            return Err(format!(
+                                "the training loss or its gradients became {value} at epoch {}, \
+                                 step {}; the last checkpoint was kept; check the data for NaN \
+                                 or Inf values, or try a lower learning rate",
+                                epoch + 1,
+                                step + 1
+                            ));
+                        }
+                        losses.push(value);
+                        state.summary.step_losses.push(value);
+                        Ok(!tell
+                            || on_event(Event::Step {
+                                epoch: epoch + 1,
+                                step: step + 1,
+                                steps,
+                                loss: value,
+                            }))
+                    };
+                // `augment` is the generator before the batch in `arrays`, `aug` after it.
+                let mut aug = aug;
+                for step in first_step..steps {
+                    let next = (step + 1 < steps).then(|| {
+                        let aug = aug.clone();
+                        scope.spawn(move || prepare_batch(step + 1, aug))
+                    });
+                    // The device generator (stochastic-depth masks) is seeded per step, so a
+                    // run resumed mid-epoch draws the same masks as an uninterrupted one.
+                    device.seed(
+                        cfg.seed
+                            .wrapping_mul(1_000_003)
+                            .wrapping_add(epoch as u64)
+                            .wrapping_mul(1_000_033)
+                            .wrapping_add(step as u64),
+                    );
+                    let (x, y) = upload(arrays, batch, side, &device);
+                    let loss = net.train_loss(x, y)?;
+                    let mut value = loss.clone().inner();
+                    let grads = loss.backward();
+                    state.opt.step(net, &grads, lr);
+                    if let Some(probe) = state.opt.nonfinite_probe() {
+                        value = value + probe;
+                    }
+                    augment = aug.clone();
+                    if let Some((k, previous)) = pending.replace((step, value)) {
+                        if !report(k, previous, &mut losses, true)? {
+                            if step + 1 == steps {
+                                // Only the last step is left: finish the epoch, then stop.
+                                stop_requested = true;
+                            } else {
+                                // Step `step` is applied too: record its loss, and continue
+                                // after it.
+                                if let Some((k, last)) = pending.take() {
+                                    report(k, last, &mut losses, false)?;
+                                }
+                                return Ok((Some(step + 1), false, augment));
+                            }
+                        }
+                    }
+                    if let Some(handle) = next {
+                        let (a, g) = handle
+                            .join()
+                            .map_err(|_| "preparing a training batch failed".to_string())?;
+                        arrays = a;
+                        aug = g;
+                    } else {
+                        arrays = (Vec::new(), Vec::new());
                     }
                 }
-                if let Some(handle) = next {
-                    let (a, aug) = handle
-                        .join()
-                        .map_err(|_| "preparing a training batch failed".to_string())?;
-                    arrays = a;
-                    augment = aug;
-                } else {
-                    arrays = (Vec::new(), Vec::new());
+                if let Some((k, last)) = pending {
+                    // A stop asked at the last step ends the epoch first.
+                    stop_requested |= !report(k, last, &mut losses, !stop_requested)?;
                 }
-            }
-            match pending {
-                Some((k, last)) => report(k, last, &mut losses).map(|go_on| (!go_on, augment)),
-                None => Ok((false, augment)),
-            }
-        })?;
-        if stopped {
-            // Stopped mid-epoch: the state stays at the last finished epoch.
+                Ok((None, stop_requested, augment))
+            })?;
+        if let Some(next_step) = stopped_at {
+            // Stopped mid-epoch: the state records the step to continue at.
+            state.next_step = next_step;
+            state.augment_rng = augment.rng_state();
             state.summary.cancelled = true;
+            if let Some(dir) = out {
+                super::checkpoint::save_state(dir, net, cfg, state)?;
+            }
             return Ok(state.summary.clone());
         }
         state.shuffle_rng = rng.state();
@@ -386,12 +454,7 @@ pub fn train(
         let val_dsc = if val.is_empty() {
             None
         } else {
-            let [tp, fp, fn_] = confusion(net, val, batch, &device)?;
-            Some(if tp + fp + fn_ == 0.0 {
-                1.0
-            } else {
-                2.0 * tp / (2.0 * tp + fp + fn_)
-            })
+            Some(pooled_dsc(net, val, batch)?)
         };
         let report = EpochReport {
             epoch: epoch + 1,
@@ -427,7 +490,7 @@ pub fn train(
             })
             .map_err(|e| e.to_string())?;
         }
-        if !go_on {
+        if !go_on || stop_after_epoch {
             summary.cancelled = true;
             break;
         }
