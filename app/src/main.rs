@@ -75,62 +75,7 @@ enum Command {
     /// reference protocol: official initialisation (USEMA: He) and augmentation, the network's
     /// loss (BceDice; USEMA: deep-supervised Dice + CE), AdamW, cosine 1e-3 → 1e-5.
     /// Writes best/last checkpoints (safetensors + JSON) and history.json to OUT.
-    Train {
-        /// sa-umamba (as released), sa-umamba-paper (RSSS decoder blocks too), vm-unet or usema.
-        #[arg(long, default_value = "sa-umamba")]
-        model: String,
-        /// USEMA: SEMA window side (16 or 32 in the paper).
-        #[arg(long, default_value_t = 16)]
-        window: usize,
-        /// USEMA: drop SEMA's global mean-of-V term (the paper's ablation).
-        #[arg(long)]
-        no_mean_term: bool,
-        /// VM-UNet / SA-UMamba: base width C (stages C, 2C, 4C, 8C; the paper's 96). Smaller
-        /// widths give the compact networks bundled with the app.
-        #[arg(long)]
-        width: Option<usize>,
-        /// Names of the foreground classes, comma-separated (stored with the checkpoints, shown
-        /// by the app), e.g. "polyp".
-        #[arg(long, value_delimiter = ',')]
-        class_names: Vec<String>,
-        /// Dataset folder with images/ and masks/ paired by name.
-        #[arg(long)]
-        data: PathBuf,
-        /// Output folder for checkpoints and the history.
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value_t = 39)]
-        epochs: usize,
-        #[arg(long, default_value_t = 16)]
-        batch: usize,
-        /// Input side (a multiple of the network's stride: 32; USEMA 2^(stages-1), 64 at 256).
-        #[arg(long, default_value_t = 256)]
-        size: usize,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Train/val split JSON ({"train": [...], "val": [...]}); default DATA/split.json when it
-        /// exists, else a seeded 80/20 split.
-        #[arg(long)]
-        split: Option<PathBuf>,
-        /// Use only the first N training images (quick runs).
-        #[arg(long)]
-        limit_train: Option<usize>,
-        /// Use only the first N validation images.
-        #[arg(long)]
-        limit_val: Option<usize>,
-        /// Continue the run saved in OUT (state.json / state.safetensors).
-        #[arg(long)]
-        resume: bool,
-        /// Stop cleanly after the epoch that leaves too little time for another within this
-        /// many minutes (continue later with --resume).
-        #[arg(long)]
-        stop_after_minutes: Option<f64>,
-        /// Start from these weights instead of the initialisation: an official checkpoint
-        /// (PyTorch .pth/.pt or .safetensors, official parameter names) or a medseg checkpoint's
-        /// .safetensors. Refused, with the first mismatches listed, when it does not fit --model.
-        #[arg(long)]
-        init: Option<PathBuf>,
-    },
+    Train(TrainJob),
     /// Segment images, volumes or DICOM folders with a bundled model or a checkpoint; masks are
     /// written to OUT (PNG for 2-D raster images, NIfTI with the source's header otherwise).
     /// A file that fails is reported and the others go on; the exit status is non-zero if any
@@ -562,7 +507,12 @@ fn view(startup: medseg::gui::Startup) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `medseg --train ...` is `medseg train ...`.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "--train") {
+        args[1] = "train".into();
+    }
+    let cli = Cli::parse_from(args);
     let Some(command) = &cli.command else {
         return view(medseg::gui::Startup::default());
     };
@@ -578,49 +528,11 @@ fn main() -> ExitCode {
                 screenshot: screenshot.clone(),
             })
         }
-        Command::Train {
-            model,
-            window,
-            no_mean_term,
-            width,
-            class_names,
-            data,
-            out,
-            epochs,
-            batch,
-            size,
-            seed,
-            split,
-            limit_train,
-            limit_val,
-            resume,
-            stop_after_minutes,
-            init,
-        } => on_terminal(|r| {
+        Command::Train(job) => on_terminal(|r| {
+            jobs::train::check(job)?;
+            jobs::terminal::catch_interrupts();
             let ctx = GpuContext::create()?;
-            jobs::train::train(
-                &TrainJob {
-                    init: init.clone(),
-                    resume: *resume,
-                    stop_after_minutes: *stop_after_minutes,
-                    model: model.clone(),
-                    window: *window,
-                    no_mean_term: *no_mean_term,
-                    width: *width,
-                    class_names: class_names.clone(),
-                    data: data.clone(),
-                    out: out.clone(),
-                    epochs: *epochs,
-                    batch: *batch,
-                    size: *size,
-                    seed: *seed,
-                    split: split.clone(),
-                    limit_train: *limit_train,
-                    limit_val: *limit_val,
-                },
-                &ctx,
-                r,
-            )
+            jobs::train::train(job, &ctx, r)
         })
         .map(|_| true),
         Command::Predict {

@@ -4,11 +4,12 @@ use egui_kittest::wgpu::{create_render_state, default_wgpu_setup, WgpuTestRender
 use egui_kittest::Harness;
 use medseg::gui::document::{Plane, ViewMapping};
 use medseg::gui::MedsegApp;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Is a GPU adapter (hardware or lavapipe) present? Without one the GUI tests skip — unless CI or
 /// MEDSEG_REQUIRE_GPU is set, where that is a failure.
-fn adapter_present() -> bool {
+pub fn adapter_present() -> bool {
     let instance = egui_wgpu::wgpu::Instance::new(
         egui_wgpu::wgpu::InstanceDescriptor::new_without_display_handle_from_env(),
     );
@@ -116,4 +117,20 @@ pub fn close(a: [u8; 3], b: [f32; 3], tol: f32) -> bool {
 
 pub fn assets() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets")
+}
+
+/// `dir/images` and `dir/masks` with the first `n` pairs of the shared polyp set.
+pub fn tiny_polyp(dir: &std::path::Path, n: usize) {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/polyp");
+    for sub in ["images", "masks"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        let mut names: Vec<PathBuf> = std::fs::read_dir(src.join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        for p in names.into_iter().take(n) {
+            std::fs::copy(&p, dir.join(sub).join(p.file_name().unwrap())).unwrap();
+        }
+    }
 }

@@ -10,4 +10,24 @@ pub struct BundledModel {
     pub weights: &'static [u8],
 }
 
-pub const BUNDLED: &[BundledModel] = &[];
+/// One entry of [`BUNDLED`]: `assets/models/ID.json` and `ID.safetensors`.
+macro_rules! bundled {
+    ($id:literal, $title:literal) => {
+        BundledModel {
+            id: $id,
+            title: $title,
+            json: include_bytes!(concat!("../../../assets/models/", $id, ".json")),
+            weights: include_bytes!(concat!("../../../assets/models/", $id, ".safetensors")),
+        }
+    };
+}
+
+/// The models of `assets/models/README.md` (trained by `medseg train`, packed by
+/// `medseg pack-model`).
+pub const BUNDLED: &[BundledModel] = &[
+    bundled!("polyp-sa-umamba", "Polyp - colonoscopy (SA-UMamba)"),
+    bundled!(
+        "skin-lesion-sa-umamba",
+        "Skin lesion - dermoscopy (SA-UMamba)"
+    ),
+];

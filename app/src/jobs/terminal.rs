@@ -4,6 +4,7 @@
 
 use super::Reporter;
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -130,7 +131,30 @@ impl Reporter for TerminalReporter {
     }
 
     fn cancelled(&self) -> bool {
-        false
+        INTERRUPTED.load(Ordering::Relaxed)
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Makes Ctrl-C (SIGINT) and SIGTERM a stop request: jobs on a [`TerminalReporter`] see
+/// `cancelled()` and finish cleanly (training saves where it stands). A second signal ends the
+/// process at once.
+pub fn catch_interrupts() {
+    #[cfg(unix)]
+    {
+        extern "C" fn on_signal(_: libc::c_int) {
+            if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                // Only async-signal-safe calls here.
+                unsafe { libc::_exit(130) };
+            }
+        }
+        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SAFETY: the handler only touches an atomic and calls _exit.
+        unsafe {
+            libc::signal(libc::SIGINT, handler);
+            libc::signal(libc::SIGTERM, handler);
+        }
     }
 }
 

@@ -6,28 +6,77 @@ use medseg_data::dataset::{load_pairs, Dataset};
 use medseg_model::gpu::GpuContext;
 use medseg_model::nn::net::NetConfig;
 use medseg_model::train::trainer::{self, Event, TrainConfig, TrainState, TrainSummary};
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
-/// Everything a training run is started with.
-#[derive(Clone, Debug)]
+/// Everything a training run is started with: the flags of `medseg train` (and
+/// `medseg --train`), and what the app's training tab fills in.
+#[derive(Clone, Debug, clap::Args)]
 pub struct TrainJob {
+    /// sa-umamba (as released), sa-umamba-paper (RSSS decoder blocks too), vm-unet or usema.
+    #[arg(long, default_value = "sa-umamba")]
     pub model: String,
+    /// USEMA: SEMA window side (16 or 32 in the paper).
+    #[arg(long, default_value_t = 16)]
     pub window: usize,
+    /// USEMA: drop SEMA's global mean-of-V term (the paper's ablation).
+    #[arg(long)]
     pub no_mean_term: bool,
+    /// VM-UNet / SA-UMamba: base width C (stages C, 2C, 4C, 8C; the paper's 96). Smaller
+    /// widths give the compact networks bundled with the app.
+    #[arg(long)]
     pub width: Option<usize>,
+    /// Names of the foreground classes, comma-separated (stored with the checkpoints, shown
+    /// by the app), e.g. "polyp".
+    #[arg(long, value_delimiter = ',')]
     pub class_names: Vec<String>,
+    /// Dataset folder with images/ and masks/ paired by name.
+    #[arg(long)]
     pub data: PathBuf,
+    /// Output folder for checkpoints and the history.
+    #[arg(long)]
     pub out: PathBuf,
+    #[arg(long, default_value_t = 39)]
     pub epochs: usize,
+    #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    /// Input side (a multiple of the network's stride: 32; USEMA 2^(stages-1), 64 at 256).
+    #[arg(long, default_value_t = 256)]
     pub size: usize,
+    #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Peak learning rate of the cosine schedule (it falls to a hundredth of it).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Share of the pairs held out for validation when there is no split file.
+    #[arg(long, default_value_t = 0.2)]
+    pub val_fraction: f64,
+    /// Train/val split JSON ({"train": [...], "val": [...]}); default DATA/split.json when it
+    /// exists, else a seeded 80/20 split.
+    #[arg(long)]
     pub split: Option<PathBuf>,
+    /// Use only the first N training images (quick runs).
+    #[arg(long)]
     pub limit_train: Option<usize>,
+    /// Use only the first N validation images.
+    #[arg(long)]
     pub limit_val: Option<usize>,
+    /// Continue the run saved in OUT (state.json / state.safetensors).
+    #[arg(long)]
     pub resume: bool,
+    /// Stop cleanly after the epoch that leaves too little time for another within this
+    /// many minutes (continue later with --resume).
+    #[arg(long)]
     pub stop_after_minutes: Option<f64>,
+    /// Start from these weights instead of the initialisation: an official checkpoint
+    /// (PyTorch .pth/.pt or .safetensors, official parameter names) or a medseg checkpoint's
+    /// .safetensors. Refused, with the first mismatches listed, when it does not fit --model.
+    #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Also write the final report (the summary of the run) to this JSON file; it is always
+    /// written to OUT/report.json.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// The network configuration the job asks for, checked.
@@ -57,10 +106,42 @@ pub fn net_config(a: &TrainJob) -> Result<NetConfig, JobError> {
     Ok(net_cfg)
 }
 
-/// Runs the job on `ctx`. Each epoch's row goes to `r.log` (a Markdown table), step progress
-/// to `r.progress`; cancelling stops after the current step, with the last finished epoch saved.
-pub fn train(a: &TrainJob, ctx: &GpuContext, r: &dyn Reporter) -> Result<TrainSummary, JobError> {
+/// The job's settings and its output folder, checked before anything is loaded or started
+/// (the CLI calls it before creating the GPU device): the network configuration.
+pub fn check(a: &TrainJob) -> Result<NetConfig, JobError> {
     let net_cfg = net_config(a)?;
+    if !(a.lr > 0.0 && a.lr.is_finite()) {
+        return Err(JobError::Invalid(format!("--lr {} must be positive", a.lr)));
+    }
+    if !(0.0..1.0).contains(&a.val_fraction) {
+        return Err(JobError::Invalid(format!(
+            "--val-fraction {} must be in [0, 1)",
+            a.val_fraction
+        )));
+    }
+    if a.epochs == 0 || a.batch == 0 {
+        return Err(JobError::Invalid(
+            "--epochs and --batch must be positive".into(),
+        ));
+    }
+    check_out_dir(&a.out, a.resume)?;
+    Ok(net_cfg)
+}
+
+/// Runs the job on `ctx`. Each epoch's row goes to `r.log` (a Markdown table), step progress
+/// to `r.progress`; cancelling stops after the current step and saves the state there.
+pub fn train(a: &TrainJob, ctx: &GpuContext, r: &dyn Reporter) -> Result<TrainSummary, JobError> {
+    train_observed(a, ctx, r, &mut |_| {})
+}
+
+/// [`train`], with every step and epoch also passed to `observe` (the training tab's curves).
+pub fn train_observed(
+    a: &TrainJob,
+    ctx: &GpuContext,
+    r: &dyn Reporter,
+    observe: &mut dyn FnMut(&Event),
+) -> Result<TrainSummary, JobError> {
+    let net_cfg = check(a)?;
     let ds = Dataset::scan(&a.data)?;
     for w in ds.warnings() {
         r.log(&format!("warning: {w}"));
@@ -72,7 +153,7 @@ pub fn train(a: &TrainJob, ctx: &GpuContext, r: &dyn Reporter) -> Result<TrainSu
         .or(default_split.exists().then_some(&default_split))
     {
         Some(f) => ds.split_from_file(f)?,
-        None => ds.split(a.seed, 0.2),
+        None => ds.split(a.seed, a.val_fraction),
     };
     let take = |v: Vec<_>, n: Option<usize>| -> Vec<_> {
         let n = n.unwrap_or(usize::MAX);
@@ -101,6 +182,8 @@ pub fn train(a: &TrainJob, ctx: &GpuContext, r: &dyn Reporter) -> Result<TrainSu
     cfg.batch = a.batch;
     cfg.size = a.size;
     cfg.seed = a.seed;
+    cfg.schedule.max_lr = a.lr;
+    cfg.schedule.min_lr = a.lr / 100.0;
     if !a.class_names.is_empty() {
         let k = cfg.net.classes().max(2);
         if a.class_names.len() != k - 1 {
@@ -124,9 +207,13 @@ pub fn train(a: &TrainJob, ctx: &GpuContext, r: &dyn Reporter) -> Result<TrainSu
         let (net, state) = medseg_model::train::checkpoint::load_state(&a.out, &cfg, &device)
             .map_err(JobError::Failed)?;
         r.log(&format!(
-            "resuming at epoch {} of {}",
+            "resuming at epoch {} of {}{}",
             state.next_epoch + 1,
-            cfg.epochs
+            cfg.epochs,
+            match state.next_step {
+                0 => String::new(),
+                s => format!(", step {}", s + 1),
+            }
         ));
         (net, state)
     } else {
@@ -147,11 +234,23 @@ pub fn train(a: &TrainJob, ctx: &GpuContext, r: &dyn Reporter) -> Result<TrainSu
         };
         (net, TrainState::new(&cfg))
     };
+    // The state (weights and two AdamW moments) and the best and last checkpoints, with room
+    // for one state being replaced by the next.
+    check_room(&a.out, trainer::parameters(&mut net) as u64 * 4 * 8)?;
     let started = std::time::Instant::now();
+    let mut log = RunLog::open(&a.out)?;
+    log.write(&serde_json::json!({
+        "event": "start", "model": trainer::model_name(&cfg.net), "config": cfg.net.to_json(),
+        "epochs": cfg.epochs, "batch": cfg.batch, "size": cfg.size, "seed": cfg.seed,
+        "train_images": train_samples.len(), "val_images": val_samples.len(),
+        "adapter": ctx.adapter.name, "next_epoch": state.next_epoch + 1,
+        "next_step": state.next_step + 1,
+    }));
     // The first epoch of a process includes compiling every kernel (minutes on some drivers),
     // so the time limit is judged from the later epochs once there are any.
     let mut longest_epoch = 0.0f64;
     let mut epochs_here = 0usize;
+    let mut time_up = false;
     r.log(&format!(
         "training {} ({} parameters) on {}: {} epochs, batch {}, {}², {} train / {} val images",
         trainer::model_name(&cfg.net),
@@ -165,53 +264,112 @@ pub fn train(a: &TrainJob, ctx: &GpuContext, r: &dyn Reporter) -> Result<TrainSu
     ));
     r.log("| epoch | lr | train loss | val DSC | s | train img/s | pool GiB |");
     r.log("|---|---|---|---|---|---|---|");
-    let summary = trainer::train(
+    let result = trainer::train(
         &mut net,
         &cfg,
         &mut state,
         &train_samples,
         &val_samples,
         Some(&a.out),
-        &mut |e| match e {
-            Event::Step {
-                epoch, step, steps, ..
-            } => r.progress(
-                &format!("epoch {epoch} of {}", cfg.epochs),
-                Some(step as f32 / steps.max(1) as f32),
-            ),
-            Event::Epoch(e) => {
-                // The allocator's reserved pool: the high-water mark of the epoch's buffers.
-                let pool = device
-                    .memory_pool_usage()
-                    .map(|u| format!("{:.2}", u.bytes_reserved as f64 / (1u64 << 30) as f64))
-                    .unwrap_or_else(|| "-".into());
-                r.log(&format!(
-                    "| {} | {:.3e} | {:.4} | {} | {:.1} | {:.1} | {pool} |",
-                    e.epoch,
-                    e.lr,
-                    e.train_loss,
-                    e.val_dsc.map(|d| format!("{d:.4}")).unwrap_or("-".into()),
-                    e.seconds,
-                    e.train_images_per_s
-                ));
-                epochs_here += 1;
-                if epochs_here == 2 {
-                    longest_epoch = e.seconds;
-                } else {
-                    longest_epoch = longest_epoch.max(e.seconds);
+        &mut |e| {
+            observe(&e);
+            match e {
+                Event::Step {
+                    epoch,
+                    step,
+                    steps,
+                    loss,
+                } => {
+                    log.write(&serde_json::json!({
+                        "event": "step", "epoch": epoch, "step": step, "loss": loss,
+                    }));
+                    r.progress(
+                        &format!("epoch {epoch} of {}", cfg.epochs),
+                        Some(step as f32 / steps.max(1) as f32),
+                    ) && !r.cancelled()
                 }
-                if let (Some(m), true) = (a.stop_after_minutes, epochs_here >= 2) {
-                    let left = m * 60.0 - started.elapsed().as_secs_f64();
-                    if left < 1.2 * longest_epoch {
-                        r.log("stopping before the time limit; continue with --resume");
-                        return false;
+                Event::Epoch(e) => {
+                    // The allocator's reserved pool: the high-water mark of the epoch's buffers.
+                    let pool = device
+                        .memory_pool_usage()
+                        .map(|u| u.bytes_reserved as f64 / (1u64 << 30) as f64);
+                    let mut row = serde_json::to_value(e).unwrap_or_default();
+                    row["event"] = "epoch".into();
+                    row["pool_gib"] = pool.into();
+                    log.write(&row);
+                    log.flush();
+                    r.log(&format!(
+                        "| {} | {:.3e} | {:.4} | {} | {:.1} | {:.1} | {} |",
+                        e.epoch,
+                        e.lr,
+                        e.train_loss,
+                        e.val_dsc.map(|d| format!("{d:.4}")).unwrap_or("-".into()),
+                        e.seconds,
+                        e.train_images_per_s,
+                        pool.map(|p| format!("{p:.2}")).unwrap_or("-".into())
+                    ));
+                    epochs_here += 1;
+                    if epochs_here == 2 {
+                        longest_epoch = e.seconds;
+                    } else {
+                        longest_epoch = longest_epoch.max(e.seconds);
                     }
+                    if let (Some(m), true) = (a.stop_after_minutes, epochs_here >= 2) {
+                        let left = m * 60.0 - started.elapsed().as_secs_f64();
+                        if left < 1.2 * longest_epoch {
+                            time_up = true;
+                            return false;
+                        }
+                    }
+                    !r.cancelled()
                 }
-                !r.cancelled()
             }
         },
-    )
-    .map_err(JobError::Failed)?;
+    );
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            log.write(&serde_json::json!({"event": "error", "message": e}));
+            log.flush();
+            return Err(JobError::Failed(e));
+        }
+    };
+    let stopped = if !summary.cancelled {
+        None
+    } else if time_up {
+        Some("the time limit")
+    } else {
+        Some("a stop request")
+    };
+    if let Some(why) = stopped {
+        r.log(&format!(
+            "stopped by {why}: saved at epoch {}{}; continue with --resume",
+            state.next_epoch + 1,
+            match state.next_step {
+                0 => " (start)".to_string(),
+                s => format!(", step {}", s + 1),
+            }
+        ));
+    }
+    let report = serde_json::json!({
+        "model": trainer::model_name(&cfg.net),
+        "out": a.out,
+        "epochs_done": state.next_epoch,
+        "epochs": cfg.epochs,
+        "next_step": state.next_step,
+        "stopped_by": stopped,
+        "best_epoch": summary.best_epoch,
+        "best_val_dsc": summary.best_val_dsc,
+        "last": summary.epochs.last(),
+        "seconds": started.elapsed().as_secs_f64(),
+        "adapter": ctx.adapter.name,
+    });
+    log.write(&serde_json::json!({"event": "end", "report": report}));
+    log.flush();
+    let body = serde_json::to_vec_pretty(&report).map_err(|e| JobError::Failed(e.to_string()))?;
+    for path in std::iter::once(a.out.join("report.json")).chain(a.json.clone()) {
+        medseg_data::atomic::write_atomic(&path, true, |w| w.write_all(&body))?;
+    }
     if let (Some(e), Some(d)) = (summary.best_epoch, summary.best_val_dsc) {
         r.log(&format!(
             "best val DSC {d:.4} at epoch {e}; checkpoints in {}",
@@ -219,4 +377,113 @@ pub fn train(a: &TrainJob, ctx: &GpuContext, r: &dyn Reporter) -> Result<TrainSu
         ));
     }
     Ok(summary)
+}
+
+/// `OUT/log.jsonl`: one JSON object per line — the run's start (each resume adds one), every
+/// step's loss, every epoch's numbers, an error or the end with the final report. Appended, so
+/// a resumed run's log holds the whole history; a line that cannot be written is reported once
+/// and training goes on (the checkpoints are what must not be lost).
+struct RunLog {
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    path: PathBuf,
+}
+
+impl RunLog {
+    fn open(out: &Path) -> Result<Self, JobError> {
+        let path = out.join("log.jsonl");
+        // A run killed mid-line leaves a partial last line: start on a fresh one.
+        let torn = (|| -> std::io::Result<bool> {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut f = std::fs::File::open(&path)?;
+            if f.metadata()?.len() == 0 {
+                return Ok(false);
+            }
+            f.seek(SeekFrom::End(-1))?;
+            let mut last = [0u8];
+            f.read_exact(&mut last)?;
+            Ok(last[0] != b'\n')
+        })()
+        .unwrap_or(false);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| JobError::Invalid(format!("cannot write {}: {e}", path.display())))?;
+        let mut log = RunLog {
+            file: Some(std::io::BufWriter::new(file)),
+            path,
+        };
+        if torn {
+            if let Some(f) = &mut log.file {
+                let _ = writeln!(f);
+            }
+        }
+        Ok(log)
+    }
+
+    fn write(&mut self, value: &serde_json::Value) {
+        if let Some(f) = &mut self.file {
+            if let Err(e) = writeln!(f, "{value}") {
+                eprintln!("warning: {}: {e}; the log stops here", self.path.display());
+                self.file = None;
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(f) = &mut self.file {
+            if let Err(e) = f.flush() {
+                eprintln!("warning: {}: {e}; the log stops here", self.path.display());
+                self.file = None;
+            }
+        }
+    }
+}
+
+/// Refuses an output folder that cannot be created or written before any training time is
+/// spent.
+fn check_out_dir(out: &Path, resume: bool) -> Result<(), JobError> {
+    let fail = |what: String| JobError::Invalid(format!("--out {}: {what}", out.display()));
+    if resume && !out.join("state.json").exists() {
+        return Err(fail("holds no run to resume (no state.json)".into()));
+    }
+    std::fs::create_dir_all(out).map_err(|e| fail(format!("cannot create it ({e})")))?;
+    let probe = out.join(".medseg-write-test");
+    medseg_data::atomic::write_atomic(&probe, true, |w| w.write_all(b"medseg"))
+        .map_err(|e| fail(format!("cannot write there ({e})")))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Refuses an output folder whose disk has less than `bytes` free (where the platform tells).
+fn check_room(out: &Path, bytes: u64) -> Result<(), JobError> {
+    let Some(free) = free_bytes(out) else {
+        return Ok(());
+    };
+    if free < bytes {
+        return Err(JobError::Invalid(format!(
+            "--out {}: {} MiB free on its disk; the checkpoints of this run need about {} MiB",
+            out.display(),
+            free >> 20,
+            bytes.div_ceil(1 << 20)
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+#[cfg(not(unix))]
+fn free_bytes(_dir: &Path) -> Option<u64> {
+    None
 }

@@ -1,0 +1,237 @@
+//! `medseg train` as a process: killed with SIGKILL ten times at random moments and resumed
+//! each time, it ends with the weights of a run never interrupted; Ctrl+C saves and exits 0;
+//! an output folder that cannot be written is refused before anything starts.
+
+use crate::harness::tiny_polyp;
+use medseg_model::train::checkpoint::{read_meta, read_tensors};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("medseg-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A tiny VM-UNet run on `data` into `out`: 6 training and 2 validation frames at 32²,
+/// batch 2 (3 steps an epoch). The kernel cache in `cache` makes every start after the
+/// first one quick.
+fn train(data: &Path, out: &Path, cache: &Path, epochs: usize, resume: bool) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_medseg"));
+    c.args([
+        "train", "--model", "vm-unet", "--width", "8", "--size", "32",
+    ])
+    .args(["--batch", "2", "--val-fraction", "0.25", "--epochs"])
+    .arg(epochs.to_string())
+    .arg("--data")
+    .arg(data)
+    .arg("--out")
+    .arg(out)
+    .env("MEDSEG_KERNEL_CACHE", cache)
+    .stdin(Stdio::null());
+    if resume {
+        c.arg("--resume");
+    }
+    c
+}
+
+fn count(out: &Path, event: &str) -> usize {
+    let needle = format!("\"event\":\"{event}\"");
+    std::fs::read_to_string(out.join("log.jsonl"))
+        .map(|s| s.lines().filter(|l| l.contains(&needle)).count())
+        .unwrap_or(0)
+}
+
+/// Every checkpoint in `out` reads: the JSON parses and names weights that load.
+fn checkpoints_read(out: &Path) {
+    for name in ["state", "best", "last"] {
+        let json = out.join(format!("{name}.json"));
+        if !json.exists() {
+            assert_ne!(name, "state", "no state.json after an epoch was logged");
+            continue;
+        }
+        let meta = read_meta(&json).unwrap_or_else(|e| panic!("{name}.json unreadable: {e}"));
+        let weights = meta["weights"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or(format!("{name}.safetensors"));
+        read_tensors(&out.join(&weights))
+            .unwrap_or_else(|e| panic!("{weights} (named by {name}.json) unreadable: {e}"));
+    }
+}
+
+fn run_to_end(mut c: Command, what: &str) {
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{what}: {}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn wait_for(child: &mut Child, secs: u64, what: &str, done: impl Fn() -> bool) -> bool {
+    let t0 = Instant::now();
+    while !done() {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{what}: the run failed ({status})");
+            return false;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+#[test]
+fn killed_ten_times_at_random_moments_the_run_ends_as_if_never_interrupted() {
+    if !crate::harness::adapter_present() {
+        return;
+    }
+    let root = scratch("train-kill");
+    let (data, cache) = (root.join("data"), root.join("kernels"));
+    tiny_polyp(&data, 8);
+    let epochs = 16;
+
+    // The reference: one uninterrupted run (it also fills the kernel cache).
+    let whole = root.join("whole");
+    run_to_end(
+        train(&data, &whole, &cache, epochs, false),
+        "uninterrupted run",
+    );
+
+    let out = root.join("killed");
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut kills = 0;
+    let mut resume = false;
+    while kills < 10 {
+        let before = count(&out, "epoch");
+        let mut child = train(&data, &out, &cache, epochs, resume)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Once this process has finished an epoch (so every attempt gets further), kill it
+        // 0–400 ms later: in a step, in validation or while it writes checkpoints.
+        let alive = wait_for(&mut child, 600, "an epoch after a restart", || {
+            count(&out, "epoch") > before
+        });
+        assert!(
+            alive,
+            "the run finished after {kills} kills; give it more epochs"
+        );
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis((rng >> 33) % 400));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        checkpoints_read(&out);
+        resume = true;
+    }
+    run_to_end(train(&data, &out, &cache, epochs, true), "the last resume");
+    eprintln!("{kills}/10 kills resumed");
+
+    let a = read_tensors(&whole.join("last.safetensors")).unwrap();
+    let b = read_tensors(&out.join("last.safetensors")).unwrap();
+    assert_eq!(a.len(), b.len());
+    let mut worst = 0.0f32;
+    for (name, (shape, va)) in &a {
+        let (shape_b, vb) = &b[name];
+        assert_eq!(shape, shape_b, "{name}");
+        for (x, y) in va.iter().zip(vb) {
+            worst = worst.max((x - y).abs());
+        }
+    }
+    eprintln!("largest weight difference to the uninterrupted run: {worst:e}");
+    assert_eq!(worst, 0.0, "the resumed run's weights differ");
+    let history = |d: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(d.join("history.json")).unwrap()).unwrap()
+    };
+    assert_eq!(history(&whole)["epochs"], history(&out)["epochs"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_finishes_the_step_saves_and_exits_zero() {
+    if !crate::harness::adapter_present() {
+        return;
+    }
+    let root = scratch("train-sigint");
+    let (data, cache, out) = (root.join("data"), root.join("kernels"), root.join("run"));
+    tiny_polyp(&data, 8);
+    let mut child = train(&data, &out, &cache, 50, false)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(&mut child, 900, "the first steps", || count(
+        &out, "step"
+    ) >= 4));
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{}: {stderr}", o.status);
+    assert!(stderr.contains("continue with --resume"), "{stderr}");
+    let state = read_meta(&out.join("state.json")).unwrap();
+    let (epoch, step) = (
+        state["next_epoch"].as_u64().unwrap(),
+        state["next_step"].as_u64().unwrap(),
+    );
+    let steps = count(&out, "step") as u64;
+    assert_eq!(epoch * 3 + step, steps, "saved where the logged steps end");
+    checkpoints_read(&out);
+}
+
+#[test]
+fn an_output_folder_that_cannot_be_written_is_refused_before_training() {
+    let root = scratch("train-readonly");
+    let data = root.join("data");
+    tiny_polyp(&data, 8);
+    std::fs::write(root.join("a-file"), b"not a folder").unwrap();
+    let mut expected = vec!["a-file", "data"];
+    // Under a regular file: it cannot be created, whoever runs the test.
+    let mut cases = vec![root.join("a-file").join("run")];
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // A read-only folder (root ignores permissions, so only where it does not run as root).
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            let ro = root.join("read-only");
+            std::fs::create_dir(&ro).unwrap();
+            std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+            cases.push(ro);
+            expected.push("read-only");
+        }
+        cases.push(PathBuf::from("/proc/self/medseg-run"));
+    }
+    let cache = root.join("kernels");
+    for out in cases {
+        let o = train(&data, &out, &cache, 1, false).output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{}: {stderr}", out.display());
+        assert!(
+            stderr.contains(&format!("--out {}", out.display())),
+            "{}: {stderr}",
+            out.display()
+        );
+        assert!(
+            !cache.exists(),
+            "the GPU was started before the folder was checked"
+        );
+    }
+    let mut left: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    left.sort();
+    assert_eq!(left, expected, "nothing is written elsewhere");
+}
