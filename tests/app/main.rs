@@ -5,5 +5,7 @@
 mod compute;
 mod harness;
 mod segment;
+mod train_cli;
+mod training;
 mod viewer;
 mod xvfb;

@@ -66,6 +66,17 @@ fn pairs_reports_and_splits() {
         "{msgs:?}"
     );
     assert_eq!(ok[0].mask.labels.iter().filter(|&&l| l == 1).count(), 4 * 6);
+
+    // The survey sees the same: 7 readable pairs of 8×6 RGB with labels {0, 1}, 2 unreadable.
+    let s = d.survey(100, &mut |_, _| true);
+    assert_eq!(s.looked_at, 9);
+    assert_eq!((s.min_dims, s.max_dims), ([8, 6, 1], [8, 6, 1]));
+    assert_eq!(s.channels.into_iter().collect::<Vec<_>>(), vec![3]);
+    assert_eq!(s.labels.into_iter().collect::<Vec<_>>(), vec![0, 1]);
+    let bad: Vec<&str> = s.unreadable.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(bad, vec!["case7", "case8"]);
+    // And stops when asked.
+    assert_eq!(d.survey(100, &mut |i, _| i < 2).looked_at, 2);
 }
 
 #[test]

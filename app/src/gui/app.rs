@@ -58,6 +58,8 @@ pub(crate) enum Dialog {
     UnsavedClose,
     /// Unsaved edits and the user asked to open another image.
     UnsavedOpen(Opening),
+    /// A network is training and the user asked to close the window.
+    TrainingClose,
 }
 
 /// Something to open once the user agreed.
@@ -74,6 +76,8 @@ pub(crate) enum Picked {
     Labels(PathBuf),
     Export(PathBuf),
     Screenshot(PathBuf),
+    /// A path for a field of the training form.
+    Train(super::ui::train_panel::TrainField, PathBuf),
 }
 
 pub(crate) struct Gpu {
@@ -126,6 +130,13 @@ pub struct MedsegApp {
     pub doc_serial: u64,
     /// A bundled model to run as soon as the image being opened arrives.
     pub(crate) segment_after_open: Option<&'static str>,
+    /// The training panel: shown, its form, what it found in the dataset, the run.
+    pub training_open: bool,
+    pub train_form: super::training::TrainForm,
+    pub train_look: Option<super::training::DatasetLook>,
+    pub training: Option<super::training::TrainingRun>,
+    /// The window closes once the training run has stopped and saved.
+    pub(crate) close_after_training: bool,
     pub(crate) ctx: egui::Context,
     pub(crate) ctx_slot: ContextSlot,
 }
@@ -189,6 +200,11 @@ impl MedsegApp {
             model_cache: Arc::default(),
             doc_serial: 0,
             segment_after_open: None,
+            training_open: false,
+            train_form: Default::default(),
+            train_look: None,
+            training: None,
+            close_after_training: false,
             ctx: egui::Context::default(),
             ctx_slot: slot,
         }
@@ -556,6 +572,7 @@ impl MedsegApp {
                     self.proposal_arrived(*proposal, &model, serial)
                 }
                 Ok(Outcome::ModelReady(title)) => self.info(format!("Model ready: {title}")),
+                Ok(Outcome::DatasetLook(look)) => self.train_look = Some(*look),
                 Err(TaskError::Cancelled) => self.info(format!("{title}: cancelled")),
                 Err(TaskError::Failed(e)) => {
                     self.labels_after_open = None;
@@ -570,6 +587,7 @@ impl MedsegApp {
                 Picked::Labels(p) => self.open_labels(p),
                 Picked::Export(p) => self.export_labels(p, false),
                 Picked::Screenshot(p) => self.screenshot(p, false),
+                Picked::Train(field, p) => self.train_field_picked(field, p),
             }
         }
         while let Ok(img) = self.shot_rx.try_recv() {
@@ -591,13 +609,21 @@ impl MedsegApp {
                 self.open_image(p);
             }
         }
-        // Closing with unsaved edits asks first.
-        if ctx.input(|i| i.viewport().close_requested())
-            && !self.allow_close
-            && self.doc.as_ref().is_some_and(|d| d.unsaved)
-        {
-            ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
-            self.dialog = Some(Dialog::UnsavedClose);
+        // Closing with unsaved edits asks first; so does closing while a network trains.
+        let training = self.training.as_ref().is_some_and(|t| t.is_running());
+        if ctx.input(|i| i.viewport().close_requested()) && !self.allow_close {
+            if self.doc.as_ref().is_some_and(|d| d.unsaved) {
+                ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
+                self.dialog = Some(Dialog::UnsavedClose);
+            } else if training {
+                ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
+                self.dialog = Some(Dialog::TrainingClose);
+            }
+        }
+        if self.close_after_training && !training {
+            self.close_after_training = false;
+            self.allow_close = true;
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         }
         self.shortcuts(ctx);
         if let Some(doc) = self.doc.as_mut() {
@@ -690,6 +716,14 @@ impl MedsegApp {
             .show(ui, |ui| {
                 egui::ScrollArea::vertical().show(ui, |ui| self.side_panel(ui));
             });
+        if self.training_open {
+            egui::Panel::right("training")
+                .resizable(true)
+                .default_size(360.0)
+                .show(ui, |ui| {
+                    egui::ScrollArea::vertical().show(ui, |ui| self.train_panel(ui));
+                });
+        }
         egui::CentralPanel::default()
             .frame(egui::Frame::NONE.fill(Color32::from_gray(12)))
             .show(ui, |ui| self.views_ui(ui));
@@ -698,7 +732,7 @@ impl MedsegApp {
 
     pub(crate) fn pick(
         &self,
-        what: fn(PathBuf) -> Picked,
+        what: impl FnOnce(PathBuf) -> Picked + Send + 'static,
         dialog: rfd::FileDialog,
         save: bool,
         folder: bool,
@@ -736,5 +770,13 @@ pub(crate) fn looks_like_labels(p: &Path) -> bool {
 impl eframe::App for MedsegApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.show(ui);
+    }
+
+    fn on_exit(&mut self) {
+        // However the window goes, a training run stops after its step and saves first.
+        if let Some(t) = self.training.as_mut() {
+            t.stop();
+            t.join();
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod recent;
 pub mod render;
 pub mod sample;
 pub mod tasks;
+pub mod training;
 pub mod ui;
 pub mod undo;
 

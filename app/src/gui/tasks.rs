@@ -24,6 +24,8 @@ pub enum Outcome {
     Proposal(Box<Proposal>, String, u64),
     /// A model was loaded (its title).
     ModelReady(String),
+    /// What the training panel found in a dataset folder.
+    DatasetLook(Box<super::training::DatasetLook>),
 }
 
 /// Why a task ended without a result.
@@ -105,6 +107,14 @@ impl Running {
     }
 }
 
+/// The text a panic carried.
+pub fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// The task list of the app.
 pub struct Tasks {
     tx: Sender<Message>,
@@ -155,12 +165,10 @@ impl Tasks {
                 let result =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&progress)))
                         .unwrap_or_else(|p| {
-                            let what = p
-                                .downcast_ref::<String>()
-                                .cloned()
-                                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                                .unwrap_or_else(|| "unknown".into());
-                            Err(JobError::Failed(format!("internal error: {what}")))
+                            Err(JobError::Failed(format!(
+                                "internal error: {}",
+                                panic_message(&p)
+                            )))
                         });
                 let result = match result {
                     _ if progress.cancelled() => Err(TaskError::Cancelled),

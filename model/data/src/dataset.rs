@@ -5,7 +5,7 @@ use crate::error::{DataError, Result};
 use crate::preprocess::SeededRng;
 use crate::volume::{load, load_labels, LabelMap, Volume};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 const IMAGE_EXTENSIONS: [&str; 9] = [
@@ -233,4 +233,54 @@ pub fn load_pairs(pairs: &[Pair]) -> (Vec<Loaded>, Vec<(Pair, DataError)>) {
         }
     }
     (ok, failed)
+}
+
+/// What a look at some of a dataset's pairs found (the training tab shows it before a run).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Survey {
+    /// Pairs looked at (the first `n` by name).
+    pub looked_at: usize,
+    /// Smallest and largest image size seen, [x, y, z] voxels.
+    pub min_dims: [usize; 3],
+    pub max_dims: [usize; 3],
+    /// Image channel counts seen (1 grey, 3 RGB).
+    pub channels: BTreeSet<usize>,
+    /// Label values seen in the masks (0 background; a binary mask read from 0/255 is {0, 1}).
+    pub labels: BTreeSet<u16>,
+    /// Pairs that failed to load, with the reason.
+    pub unreadable: Vec<(String, String)>,
+}
+
+impl Dataset {
+    /// Loads up to `n` pairs (the first by name) and records their sizes, channels and label
+    /// values; `keep_going(done, total)` reports progress and can stop early.
+    pub fn survey(&self, n: usize, keep_going: &mut dyn FnMut(usize, usize) -> bool) -> Survey {
+        let mut s = Survey {
+            min_dims: [usize::MAX; 3],
+            ..Survey::default()
+        };
+        let pairs = &self.pairs[..n.min(self.pairs.len())];
+        for (i, p) in pairs.iter().enumerate() {
+            if !keep_going(i, pairs.len()) {
+                break;
+            }
+            match load_pair(p) {
+                Ok((image, mask)) => {
+                    let d = image.dims();
+                    for (k, &n) in d.iter().enumerate() {
+                        s.min_dims[k] = s.min_dims[k].min(n);
+                        s.max_dims[k] = s.max_dims[k].max(n);
+                    }
+                    s.channels.insert(image.channels);
+                    s.labels.extend(mask.labels.iter().copied());
+                }
+                Err(e) => s.unreadable.push((p.stem.clone(), e.to_string())),
+            }
+            s.looked_at += 1;
+        }
+        if s.looked_at == s.unreadable.len() {
+            s.min_dims = [0; 3];
+        }
+        s
+    }
 }

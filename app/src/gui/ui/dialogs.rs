@@ -14,6 +14,7 @@ impl MedsegApp {
             Dialog::Error(_) => "Problem",
             Dialog::Replace(_) => "Replace file?",
             Dialog::UnsavedClose | Dialog::UnsavedOpen(_) => "Unsaved edits",
+            Dialog::TrainingClose => "Training is running",
         };
         egui::Window::new(title)
             .collapsible(false)
@@ -35,6 +36,26 @@ impl MedsegApp {
                             keep = false;
                         }
                         if ui.button("Cancel").clicked() {
+                            keep = false;
+                        }
+                    });
+                }
+                Dialog::TrainingClose => {
+                    ui.label(
+                        "A network is training. Stop it and close? The run is saved after \
+                         the current step and can be continued from the Training panel.",
+                    );
+                    ui.horizontal(|ui| {
+                        if ui.button("Stop, save and close").clicked() {
+                            then = Some(Box::new(|app| {
+                                if let Some(t) = &app.training {
+                                    t.stop();
+                                }
+                                app.close_after_training = true;
+                            }));
+                            keep = false;
+                        }
+                        if ui.button("Keep training").clicked() {
                             keep = false;
                         }
                     });

@@ -125,6 +125,16 @@ impl MedsegApp {
                     self.redo();
                 }
             });
+            ui.menu_button("View", |ui| {
+                ui.checkbox(&mut self.training_open, "Training panel");
+            });
+            if ui
+                .selectable_label(self.training_open, "Training")
+                .on_hover_text("Train a network on a dataset folder (the same job as medseg train)")
+                .clicked()
+            {
+                self.training_open = !self.training_open;
+            }
         });
     }
 

@@ -6,4 +6,5 @@ pub mod menu_bar;
 pub mod segment_panel;
 pub mod side_panel;
 pub mod status_bar;
+pub mod train_panel;
 pub mod views;

@@ -1,0 +1,336 @@
+//! The training tab's state: the form (what `medseg train` takes as flags), what a look at the
+//! chosen dataset found, and the run — the same training job as the command line, on a thread
+//! of its own so the viewer and Segment stay usable, with Pause, Resume and Stop (which saves)
+//! and the live numbers the curves are drawn from.
+
+use crate::jobs::train::TrainJob;
+use crate::jobs::{JobError, Reporter};
+use medseg_data::dataset::{Dataset, Survey};
+use medseg_model::gpu::GpuContext;
+use medseg_model::train::trainer::{EpochReport, Event, TrainSummary};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// The networks the tab offers: (name for `--model`, label).
+pub const MODELS: [(&str, &str); 4] = [
+    ("sa-umamba", "SA-UMamba (as released)"),
+    ("sa-umamba-paper", "SA-UMamba (paper: RSSS decoder too)"),
+    ("vm-unet", "VM-UNet"),
+    ("usema", "USEMA"),
+];
+
+/// How the run starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    Scratch,
+    /// From a checkpoint or official weights (`--init`).
+    Weights,
+    /// Continue the run saved in the output folder (`--resume`).
+    Resume,
+}
+
+/// The form's fields, as text where the user types.
+#[derive(Clone, Debug)]
+pub struct TrainForm {
+    pub data: String,
+    pub out: String,
+    pub model: usize,
+    /// VM-UNet / SA-UMamba base width (96 = the paper's; 32 = the compact bundled size).
+    pub width: usize,
+    pub size: usize,
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f64,
+    /// Validation share when there is no split file.
+    pub val_fraction: f64,
+    pub split: String,
+    pub start: Start,
+    pub init: String,
+    pub class_names: String,
+}
+
+impl Default for TrainForm {
+    fn default() -> Self {
+        TrainForm {
+            data: String::new(),
+            out: String::new(),
+            model: 0,
+            width: 96,
+            size: 256,
+            epochs: 39,
+            batch: 16,
+            lr: 1e-3,
+            val_fraction: 0.2,
+            split: String::new(),
+            start: Start::Scratch,
+            init: String::new(),
+            class_names: String::new(),
+        }
+    }
+}
+
+impl TrainForm {
+    /// The job the form describes (the same struct `medseg train` parses its flags into).
+    pub fn job(&self) -> Result<TrainJob, String> {
+        let path = |s: &str| (!s.trim().is_empty()).then(|| PathBuf::from(s.trim()));
+        let data = path(&self.data).ok_or("choose a dataset folder")?;
+        let out = path(&self.out).ok_or("choose an output folder for the checkpoints")?;
+        let model = MODELS[self.model.min(MODELS.len() - 1)].0;
+        let init = match self.start {
+            Start::Weights => Some(path(&self.init).ok_or("choose the weights to start from")?),
+            _ => None,
+        };
+        Ok(TrainJob {
+            model: model.into(),
+            window: 16,
+            no_mean_term: false,
+            width: (model != "usema" && self.width != 96).then_some(self.width),
+            class_names: self
+                .class_names
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            data,
+            out,
+            epochs: self.epochs,
+            batch: self.batch,
+            size: self.size,
+            seed: 42,
+            lr: self.lr,
+            val_fraction: self.val_fraction,
+            split: path(&self.split),
+            limit_train: None,
+            limit_val: None,
+            resume: self.start == Start::Resume,
+            stop_after_minutes: None,
+            init,
+            json: None,
+        })
+    }
+}
+
+/// What the tab found in a dataset folder.
+#[derive(Clone, Debug)]
+pub struct DatasetLook {
+    pub root: PathBuf,
+    pub result: Result<(Dataset, Survey), String>,
+}
+
+/// Scans a dataset folder and loads a sample of its pairs (on a worker).
+pub fn look_at(root: &Path, keep_going: &mut dyn FnMut(usize, usize) -> bool) -> DatasetLook {
+    let result = Dataset::scan(root).map_err(|e| e.to_string()).map(|d| {
+        let s = d.survey(32, keep_going);
+        (d, s)
+    });
+    DatasetLook {
+        root: root.to_path_buf(),
+        result,
+    }
+}
+
+/// What the curves and read-outs show, updated by the training thread.
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    /// (epoch + fraction of it, loss) for every step.
+    pub steps: Vec<(f64, f64)>,
+    pub epochs: Vec<EpochReport>,
+    pub stage: String,
+    pub fraction: Option<f32>,
+    pub log: Vec<String>,
+    /// Steps per epoch and epochs, once known.
+    pub steps_per_epoch: usize,
+    pub total_epochs: usize,
+    /// Images per second over the last epoch.
+    pub images_per_s: Option<f64>,
+    /// GPU memory the training holds (the allocator's pool), GiB.
+    pub pool_gib: Option<f64>,
+    /// When the run ended: its summary or the error.
+    pub finished: Option<Result<TrainSummary, String>>,
+}
+
+impl Live {
+    /// Seconds left, from the mean time per step so far.
+    pub fn eta(&self, elapsed: f64, steps_done_here: usize) -> Option<f64> {
+        let total = self.steps_per_epoch * self.total_epochs;
+        let done = self.steps.len();
+        (steps_done_here > 2 && total > done)
+            .then(|| elapsed / steps_done_here as f64 * (total - done) as f64)
+    }
+}
+
+/// A training run in progress (or just ended).
+pub struct TrainingRun {
+    pub job: TrainJob,
+    pub live: Arc<Mutex<Live>>,
+    stop: Arc<AtomicBool>,
+    pause: Arc<AtomicBool>,
+    pub started: Instant,
+    /// Steps this process ran (for the time left).
+    steps_here: Arc<Mutex<usize>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+struct RunReporter {
+    live: Arc<Mutex<Live>>,
+    stop: Arc<AtomicBool>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Reporter for RunReporter {
+    fn progress(&self, stage: &str, fraction: Option<f32>) -> bool {
+        if let Ok(mut l) = self.live.lock() {
+            l.stage = stage.to_string();
+            l.fraction = fraction;
+        }
+        (self.wake)();
+        !self.cancelled()
+    }
+
+    fn log(&self, line: &str) {
+        if let Ok(mut l) = self.live.lock() {
+            l.log.push(line.to_string());
+        }
+        (self.wake)();
+    }
+
+    fn cancelled(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+impl TrainingRun {
+    /// Starts `job` on `ctx` (the app's device, shared with the viewer) on a new thread.
+    pub fn start(job: TrainJob, ctx: GpuContext, wake: Arc<dyn Fn() + Send + Sync>) -> Self {
+        let live = Arc::new(Mutex::new(Live {
+            total_epochs: job.epochs,
+            ..Live::default()
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let pause = Arc::new(AtomicBool::new(false));
+        let steps_here = Arc::new(Mutex::new(0usize));
+        let handle = {
+            let (job, live, stop, pause, steps_here) = (
+                job.clone(),
+                live.clone(),
+                stop.clone(),
+                pause.clone(),
+                steps_here.clone(),
+            );
+            std::thread::Builder::new()
+                .name("training".into())
+                .spawn(move || {
+                    let r = RunReporter {
+                        live: live.clone(),
+                        stop: stop.clone(),
+                        wake: wake.clone(),
+                    };
+                    let mut observe = |e: &Event| {
+                        match e {
+                            Event::Step {
+                                epoch,
+                                step,
+                                steps,
+                                loss,
+                            } => {
+                                if let Ok(mut l) = live.lock() {
+                                    l.steps_per_epoch = *steps;
+                                    let x = (*epoch - 1) as f64 + *step as f64 / *steps as f64;
+                                    l.steps.push((x, *loss));
+                                }
+                                if let Ok(mut n) = steps_here.lock() {
+                                    *n += 1;
+                                }
+                            }
+                            Event::Epoch(e) => {
+                                if let Ok(mut l) = live.lock() {
+                                    l.images_per_s = Some(e.train_images_per_s);
+                                    l.epochs.push((*e).clone());
+                                }
+                            }
+                        }
+                        // Paused: hold the training thread between steps until resumed or
+                        // stopped (a stop then saves where the run stands).
+                        while pause.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                        }
+                        wake();
+                    };
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        crate::jobs::train::train_observed(&job, &ctx, &r, &mut observe)
+                    }));
+                    let result = match result {
+                        Ok(Ok(s)) => Ok(s),
+                        Ok(Err(JobError::Cancelled)) => Err("stopped".to_string()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(p) => Err(format!(
+                            "training stopped on an internal error: {}",
+                            crate::gui::tasks::panic_message(&p)
+                        )),
+                    };
+                    if let Ok(mut l) = live.lock() {
+                        l.pool_gib = ctx
+                            .device
+                            .memory_pool_usage()
+                            .map(|u| u.bytes_reserved as f64 / (1u64 << 30) as f64);
+                        l.finished = Some(result);
+                    }
+                    wake();
+                })
+                .expect("spawning the training thread")
+        };
+        TrainingRun {
+            job,
+            live,
+            stop,
+            pause,
+            started: Instant::now(),
+            steps_here,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.live
+            .lock()
+            .map(|l| l.finished.is_none())
+            .unwrap_or(false)
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.pause.load(Ordering::Relaxed)
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.pause.store(paused, Ordering::Relaxed);
+    }
+
+    /// Asks the run to stop after the current step; it saves where it stands.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Steps run by this process (for the time left).
+    pub fn steps_here(&self) -> usize {
+        self.steps_here.lock().map(|n| *n).unwrap_or(0)
+    }
+
+    /// Waits for the training thread (after [`stop`](Self::stop), when the window closes).
+    pub fn join(&mut self) {
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+
+    /// The best checkpoint written so far, if any.
+    pub fn best_checkpoint(&self) -> Option<PathBuf> {
+        let p = self.job.out.join("best.json");
+        p.exists().then_some(p)
+    }
+}
