@@ -502,8 +502,13 @@ pub fn load_state(
             .and_then(|s| s.parse().ok())
             .ok_or(format!("{}: {k} missing", json.display()))
     };
-    let summary: TrainSummary = serde_json::from_value(meta["summary"].clone())
+    let mut summary: TrainSummary = serde_json::from_value(meta["summary"].clone())
         .map_err(|e| format!("{}: summary: {e}", json.display()))?;
+    // Step losses are f32 read-backs; JSON's decimal round trip may move them by an f64 ulp,
+    // and snapping back to f32 restores them exactly (a resumed epoch's mean then matches).
+    for l in summary.step_losses.iter_mut() {
+        *l = *l as f32 as f64;
+    }
     let state = TrainState {
         opt,
         next_epoch: meta["next_epoch"].as_u64().ok_or("next_epoch missing")? as usize,
