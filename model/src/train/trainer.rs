@@ -372,13 +372,15 @@ pub fn train(
                         }
                         losses.push(value);
                         state.summary.step_losses.push(value);
-                        Ok(!tell
-                            || on_event(Event::Step {
-                                epoch: epoch + 1,
-                                step: step + 1,
-                                steps,
-                                loss: value,
-                            }))
+                        // Every step is told (logs keep them all); only a told step's answer
+                        // can stop the run.
+                        let go = on_event(Event::Step {
+                            epoch: epoch + 1,
+                            step: step + 1,
+                            steps,
+                            loss: value,
+                        });
+                        Ok(!tell || go)
                     };
                 // `augment` is the generator before the batch in `arrays`, `aug` after it.
                 let mut aug = aug;
