@@ -1,5 +1,6 @@
 //! `medseg train` as a process: killed with SIGKILL ten times at random moments and resumed
-//! each time, it ends with the weights of a run never interrupted; Ctrl+C saves and exits 0;
+//! each time, then stopped with Ctrl+C (which saves and exits 0) and resumed, it ends with the
+//! weights of a run never interrupted;
 //! an output folder that cannot be written is refused before anything starts.
 
 use crate::harness::tiny_polyp;
@@ -88,6 +89,57 @@ fn wait_for(child: &mut Child, secs: u64, what: &str, done: impl Fn() -> bool) -
     true
 }
 
+/// Ctrl+C a resumed run once it has logged two steps: it finishes the step, saves the state
+/// there (mid-epoch) and exits 0.
+#[cfg(unix)]
+fn ctrl_c(data: &Path, out: &Path, cache: &Path, epochs: usize) {
+    let before = count(out, "step");
+    let mut child = train(data, out, cache, epochs, true)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(
+        &mut child,
+        600,
+        "steps after a restart",
+        || count(out, "step") >= before + 2
+    ));
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{}: {stderr}", o.status);
+    assert!(stderr.contains("continue with --resume"), "{stderr}");
+    let state = read_meta(&out.join("state.json")).unwrap();
+    let (epoch, step) = (
+        state["next_epoch"].as_u64().unwrap(),
+        state["next_step"].as_u64().unwrap(),
+    );
+    // 3 steps an epoch; the log holds every step of the run, restarts included, so its last
+    // step line is where the state continues.
+    let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+    let last: serde_json::Value = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("\"event\":\"step\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap();
+    let (le, ls) = (
+        last["epoch"].as_u64().unwrap(),
+        last["step"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        (epoch * 3 + step),
+        (le - 1) * 3 + ls,
+        "saved where the logged steps end"
+    );
+    checkpoints_read(out);
+}
+
+/// Ten SIGKILLs at random moments, each followed by `--resume`, then a Ctrl+C mid-epoch and
+/// a last resume: every checkpoint reads at every point, and the weights at the end are the
+/// uninterrupted run's.
 #[test]
 fn killed_ten_times_at_random_moments_the_run_ends_as_if_never_interrupted() {
     if !crate::harness::adapter_present() {
@@ -96,7 +148,7 @@ fn killed_ten_times_at_random_moments_the_run_ends_as_if_never_interrupted() {
     let root = scratch("train-kill");
     let (data, cache) = (root.join("data"), root.join("kernels"));
     tiny_polyp(&data, 8);
-    let epochs = 16;
+    let epochs = 13;
 
     // The reference: one uninterrupted run (it also fills the kernel cache).
     let whole = root.join("whole");
@@ -135,8 +187,10 @@ fn killed_ten_times_at_random_moments_the_run_ends_as_if_never_interrupted() {
         checkpoints_read(&out);
         resume = true;
     }
-    run_to_end(train(&data, &out, &cache, epochs, true), "the last resume");
     eprintln!("{kills}/10 kills resumed");
+    #[cfg(unix)]
+    ctrl_c(&data, &out, &cache, epochs);
+    run_to_end(train(&data, &out, &cache, epochs, true), "the last resume");
 
     let a = read_tensors(&whole.join("last.safetensors")).unwrap();
     let b = read_tensors(&out.join("last.safetensors")).unwrap();
@@ -173,39 +227,6 @@ fn killed_ten_times_at_random_moments_the_run_ends_as_if_never_interrupted() {
             );
         }
     }
-}
-
-#[cfg(unix)]
-#[test]
-fn ctrl_c_finishes_the_step_saves_and_exits_zero() {
-    if !crate::harness::adapter_present() {
-        return;
-    }
-    let root = scratch("train-sigint");
-    let (data, cache, out) = (root.join("data"), root.join("kernels"), root.join("run"));
-    tiny_polyp(&data, 8);
-    let mut child = train(&data, &out, &cache, 50, false)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(wait_for(&mut child, 900, "the first steps", || count(
-        &out, "step"
-    ) >= 4));
-    // SAFETY: signalling our own child process.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let o = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{}: {stderr}", o.status);
-    assert!(stderr.contains("continue with --resume"), "{stderr}");
-    let state = read_meta(&out.join("state.json")).unwrap();
-    let (epoch, step) = (
-        state["next_epoch"].as_u64().unwrap(),
-        state["next_step"].as_u64().unwrap(),
-    );
-    let steps = count(&out, "step") as u64;
-    assert_eq!(epoch * 3 + step, steps, "saved where the logged steps end");
-    checkpoints_read(&out);
 }
 
 #[test]
