@@ -73,8 +73,9 @@ enum Command {
     },
     /// Train SA-UMamba, VM-UNet or USEMA on a dataset folder (images/ + masks/) with the
     /// reference protocol: official initialisation (USEMA: He) and augmentation, the network's
-    /// loss (BceDice; USEMA: deep-supervised Dice + CE), AdamW, cosine 1e-3 → 1e-5.
-    /// Writes best/last checkpoints (safetensors + JSON) and history.json to OUT.
+    /// loss (BceDice; USEMA: deep-supervised Dice + CE), AdamW, cosine from --lr (1e-3) to a
+    /// hundredth of it. Writes best/last checkpoints (safetensors + JSON), the resumable state,
+    /// history.json, log.jsonl and report.json to OUT. Also `medseg --train ...`.
     Train(TrainJob),
     /// Segment images, volumes or DICOM folders with a bundled model or a checkpoint; masks are
     /// written to OUT (PNG for 2-D raster images, NIfTI with the source's header otherwise).

@@ -3,6 +3,7 @@
 
 use crate::{gpu, shared_dir, Lcg};
 use medseg_data::dataset::{load_pairs, Dataset};
+use medseg_data::preprocess::Sample;
 use medseg_model::fixtures::{tensor, values};
 use medseg_model::nn::net::NetConfig;
 use medseg_model::nn::params::NamedParams;
@@ -103,6 +104,22 @@ fn gpu_adamw_matches_the_f64_reference() {
     );
 }
 
+/// The first `n_train` training and `n_val` validation pairs of the reference polyp split,
+/// prepared at `size`².
+fn polyp(n_train: usize, n_val: usize, size: usize) -> (Vec<Sample>, Vec<Sample>) {
+    let data = shared_dir().join("data/polyp");
+    let ds = Dataset::scan(&data).expect("../shared/data/polyp");
+    let split = ds.split_from_file(&data.join("split.json")).unwrap();
+    let (tr, bad) = load_pairs(&split.train[..n_train]);
+    assert!(bad.is_empty(), "{bad:?}");
+    let (va, bad) = load_pairs(&split.val[..n_val]);
+    assert!(bad.is_empty(), "{bad:?}");
+    (
+        trainer::prepare(&tr, size).unwrap(),
+        trainer::prepare(&va, size).unwrap(),
+    )
+}
+
 /// A small SA-UMamba trained for 48 steps on 16 polyp images (64², batch 8, official AdamW and
 /// cosine schedule, no augmentation so the data are fixed) ends with a clearly lower loss than
 /// it started with and below the best constant prediction; it writes checkpoints, resumes
@@ -110,15 +127,8 @@ fn gpu_adamw_matches_the_f64_reference() {
 #[test]
 fn training_on_polyp_images_lowers_the_loss() {
     let Some(ctx) = gpu() else { return };
-    let data = shared_dir().join("data/polyp");
-    let ds = Dataset::scan(&data).expect("../shared/data/polyp");
-    let split = ds.split_from_file(&data.join("split.json")).unwrap();
-    let (tr, bad) = load_pairs(&split.train[..16]);
-    assert!(bad.is_empty());
-    let (va, _) = load_pairs(&split.val[..16]);
     let size = 64;
-    let train = trainer::prepare(&tr, size).unwrap();
-    let val = trainer::prepare(&va, size).unwrap();
+    let (train, val) = polyp(16, 16, size);
     let dev = ctx.autodiff_device();
     let epochs = 24;
     let mut cfg = TrainConfig::reference(small(true), epochs);
@@ -256,13 +266,8 @@ fn training_on_polyp_images_lowers_the_loss() {
 #[test]
 fn a_run_stopped_mid_epoch_continues_exactly() {
     let Some(ctx) = gpu() else { return };
-    let data = shared_dir().join("data/polyp");
-    let ds = Dataset::scan(&data).expect("../shared/data/polyp");
-    let split = ds.split_from_file(&data.join("split.json")).unwrap();
-    let (tr, bad) = load_pairs(&split.train[..12]);
-    assert!(bad.is_empty());
     let size = 32;
-    let train = trainer::prepare(&tr, size).unwrap();
+    let (train, _) = polyp(12, 0, size);
     let dev = ctx.autodiff_device();
     let mut cfg = TrainConfig::reference(small(false), 2);
     cfg.batch = 4;
@@ -353,12 +358,8 @@ fn a_run_stopped_mid_epoch_continues_exactly() {
 #[test]
 fn a_nan_in_the_data_stops_the_run_and_keeps_the_last_checkpoint() {
     let Some(ctx) = gpu() else { return };
-    let data = shared_dir().join("data/polyp");
-    let ds = Dataset::scan(&data).expect("../shared/data/polyp");
-    let split = ds.split_from_file(&data.join("split.json")).unwrap();
-    let (tr, _) = load_pairs(&split.train[..8]);
     let size = 32;
-    let mut train = trainer::prepare(&tr, size).unwrap();
+    let (mut train, _) = polyp(8, 0, size);
     let dev = ctx.autodiff_device();
     let mut cfg = TrainConfig::reference(small(false), 3);
     cfg.batch = 4;
