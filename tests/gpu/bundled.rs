@@ -59,8 +59,8 @@ fn check(id: &str, data: &Path, first: Option<usize>, tol: f64, floor: f64) {
 }
 
 /// The polyp model on the validation frames of the reference split (the files it was
-/// validated on): all 241 with `MEDSEG_FULL_CHECKS=1`, else the first 12 against a floor (0.6992 on
-/// lavapipe).
+/// validated on): all 241 with `MEDSEG_FULL_CHECKS=1`, else the first 12 against a floor
+/// (0.6992 on lavapipe).
 #[test]
 fn the_bundled_polyp_model_scores_what_its_card_says() {
     let full = std::env::var_os("MEDSEG_FULL_CHECKS").is_some_and(|v| v == "1");
