@@ -145,19 +145,23 @@ pub struct Live {
     pub total_epochs: usize,
     /// Images per second over the last epoch.
     pub images_per_s: Option<f64>,
-    /// GPU memory the training holds (the allocator's pool), GiB.
+    /// GPU memory the training holds (the allocator's pool), GiB, read after each epoch.
     pub pool_gib: Option<f64>,
+    /// Steps of the whole run done (earlier sessions of a resumed run included).
+    pub steps_done: usize,
+    /// `best.json` of the output folder once one exists.
+    pub best: Option<PathBuf>,
     /// When the run ended: its summary or the error.
     pub finished: Option<Result<TrainSummary, String>>,
 }
 
 impl Live {
-    /// Seconds left, from the mean time per step so far.
-    pub fn eta(&self, elapsed: f64, steps_done_here: usize) -> Option<f64> {
+    /// Seconds left, from the mean time per step this process has run (`self.steps`).
+    pub fn eta(&self, elapsed: f64) -> Option<f64> {
         let total = self.steps_per_epoch * self.total_epochs;
-        let done = self.steps.len();
-        (steps_done_here > 2 && total > done)
-            .then(|| elapsed / steps_done_here as f64 * (total - done) as f64)
+        let here = self.steps.len();
+        (here > 2 && total > self.steps_done)
+            .then(|| elapsed / here as f64 * (total - self.steps_done) as f64)
     }
 }
 
@@ -168,8 +172,6 @@ pub struct TrainingRun {
     stop: Arc<AtomicBool>,
     pause: Arc<AtomicBool>,
     pub started: Instant,
-    /// Steps this process ran (for the time left).
-    steps_here: Arc<Mutex<usize>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -203,22 +205,21 @@ impl Reporter for RunReporter {
 
 impl TrainingRun {
     /// Starts `job` on `ctx` (the app's device, shared with the viewer) on a new thread.
-    pub fn start(job: TrainJob, ctx: GpuContext, wake: Arc<dyn Fn() + Send + Sync>) -> Self {
+    pub fn start(
+        job: TrainJob,
+        ctx: GpuContext,
+        wake: Arc<dyn Fn() + Send + Sync>,
+    ) -> std::io::Result<Self> {
+        let best = job.out.join("best.json");
         let live = Arc::new(Mutex::new(Live {
             total_epochs: job.epochs,
+            best: best.exists().then(|| best.clone()),
             ..Live::default()
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let pause = Arc::new(AtomicBool::new(false));
-        let steps_here = Arc::new(Mutex::new(0usize));
         let handle = {
-            let (job, live, stop, pause, steps_here) = (
-                job.clone(),
-                live.clone(),
-                stop.clone(),
-                pause.clone(),
-                steps_here.clone(),
-            );
+            let (job, live, stop, pause) = (job.clone(), live.clone(), stop.clone(), pause.clone());
             std::thread::Builder::new()
                 .name("training".into())
                 .spawn(move || {
@@ -237,17 +238,20 @@ impl TrainingRun {
                             } => {
                                 if let Ok(mut l) = live.lock() {
                                     l.steps_per_epoch = *steps;
+                                    l.steps_done = (*epoch - 1) * *steps + *step;
                                     let x = (*epoch - 1) as f64 + *step as f64 / *steps as f64;
                                     l.steps.push((x, *loss));
                                 }
-                                if let Ok(mut n) = steps_here.lock() {
-                                    *n += 1;
-                                }
                             }
                             Event::Epoch(e) => {
+                                let pool = pool_gib(&ctx);
                                 if let Ok(mut l) = live.lock() {
                                     l.images_per_s = Some(e.train_images_per_s);
                                     l.epochs.push((*e).clone());
+                                    l.pool_gib = pool;
+                                    if l.best.is_none() && best.exists() {
+                                        l.best = Some(best.clone());
+                                    }
                                 }
                             }
                         }
@@ -271,25 +275,19 @@ impl TrainingRun {
                         )),
                     };
                     if let Ok(mut l) = live.lock() {
-                        l.pool_gib = ctx
-                            .device
-                            .memory_pool_usage()
-                            .map(|u| u.bytes_reserved as f64 / (1u64 << 30) as f64);
                         l.finished = Some(result);
                     }
                     wake();
-                })
-                .expect("spawning the training thread")
+                })?
         };
-        TrainingRun {
+        Ok(TrainingRun {
             job,
             live,
             stop,
             pause,
             started: Instant::now(),
-            steps_here,
             handle: Some(handle),
-        }
+        })
     }
 
     pub fn is_running(&self) -> bool {
@@ -316,21 +314,17 @@ impl TrainingRun {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Steps run by this process (for the time left).
-    pub fn steps_here(&self) -> usize {
-        self.steps_here.lock().map(|n| *n).unwrap_or(0)
-    }
-
     /// Waits for the training thread (after [`stop`](Self::stop), when the window closes).
     pub fn join(&mut self) {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
     }
+}
 
-    /// The best checkpoint written so far, if any.
-    pub fn best_checkpoint(&self) -> Option<PathBuf> {
-        let p = self.job.out.join("best.json");
-        p.exists().then_some(p)
-    }
+/// GPU memory held by the allocator's pool, GiB.
+fn pool_gib(ctx: &GpuContext) -> Option<f64> {
+    ctx.device
+        .memory_pool_usage()
+        .map(|u| u.bytes_reserved as f64 / (1u64 << 30) as f64)
 }

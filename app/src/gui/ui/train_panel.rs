@@ -64,8 +64,13 @@ impl MedsegApp {
             }
         };
         let wake = wake(&self.ctx_slot);
-        self.training = Some(TrainingRun::start(job, ctx, wake));
-        self.info("Training started");
+        match TrainingRun::start(job, ctx, wake) {
+            Ok(run) => {
+                self.training = Some(run);
+                self.info("Training started");
+            }
+            Err(e) => self.error(format!("Training could not start: {e}")),
+        }
     }
 
     pub(crate) fn train_panel(&mut self, ui: &mut egui::Ui) {
@@ -97,10 +102,13 @@ impl MedsegApp {
         let Some(run) = &self.training else {
             return;
         };
-        let live = run.live.lock().map(|l| l.clone()).unwrap_or_default();
+        // Drawn under the lock (no copy of every step each frame); the training thread only
+        // waits for it between steps.
+        let live = run.live.lock().unwrap_or_else(|p| p.into_inner());
         self.train_status_ui(ui, run, &live);
         train_curves(ui, &live);
-        if let Some(best) = run.best_checkpoint() {
+        let mut use_model = None;
+        if let Some(best) = &live.best {
             let label = if live.finished.is_some() {
                 "Use this model"
             } else {
@@ -111,7 +119,7 @@ impl MedsegApp {
                 .on_hover_text(best.display().to_string())
                 .clicked()
             {
-                self.open_model(best);
+                use_model = Some(best.clone());
             }
         }
         egui::CollapsingHeader::new("Log")
@@ -121,6 +129,10 @@ impl MedsegApp {
                     ui.monospace(line);
                 }
             });
+        drop(live);
+        if let Some(best) = use_model {
+            self.open_model(best);
+        }
     }
 
     fn train_form_ui(&mut self, ui: &mut egui::Ui) {
@@ -311,7 +323,7 @@ impl MedsegApp {
                 if let Some(v) = live.images_per_s {
                     parts.push(format!("{v:.1} img/s"));
                 }
-                if let Some(s) = live.eta(run.started.elapsed().as_secs_f64(), run.steps_here()) {
+                if let Some(s) = live.eta(run.started.elapsed().as_secs_f64()) {
                     parts.push(format!("about {} left", minutes(s)));
                 }
                 ui.label(parts.join(", "));
