@@ -207,6 +207,13 @@ impl Net {
         }
     }
 
+    /// The seed of the next training forward's stochastic-depth draws.
+    pub fn set_drop_seed(&mut self, seed: u64) {
+        if let Net::VmUnet(n) = self {
+            n.drop_seed = seed;
+        }
+    }
+
     /// The training loss of a batch: images (B, C, H, W), masks (B, 1, H, W) in [0, 1]
     /// (soft at resized edges). VM-UNet / SA-UMamba: BceDice on the soft mask; USEMA: deep
     /// supervision with Dice + CE against the mask thresholded at 0.5.

@@ -5,7 +5,7 @@
 
 use super::params::{join, Loader, NamedParams, Visit};
 use super::rfaconv::RfaConv;
-use super::vm_unet::Norm;
+use super::vm_unet::{DropPath, Norm};
 use crate::ss2d::{Ss2d, Ss2dConfig};
 use burn::module::Param;
 use burn::tensor::Tensor;
@@ -36,7 +36,7 @@ impl RsssBlock {
 
     /// `train` selects BatchNorm batch statistics (and updates the running ones).
     pub fn forward(&mut self, x: Tensor<4>, train: bool) -> Result<Tensor<4>, String> {
-        self.forward_dropping(x, train, 0.0)
+        self.forward_dropping(x, train, DropPath::default())
     }
 
     /// With stochastic depth on the SS2D branch only (not the RFAConv one).
@@ -44,7 +44,7 @@ impl RsssBlock {
         &mut self,
         x: Tensor<4>,
         train: bool,
-        rate: f64,
+        drop: DropPath,
     ) -> Result<Tensor<4>, String> {
         let c = x.dims()[3];
         let s1 = self.skip_scale.val().reshape([1, 1, 1, c]);
@@ -53,7 +53,7 @@ impl RsssBlock {
             .self_attention
             .forward(self.ln_1.forward(x.clone()))
             .map_err(|e| e.to_string())?;
-        let x1 = x * s1 + super::vm_unet::drop_path(attn, rate);
+        let x1 = x * s1 + super::vm_unet::drop_path(attn, drop);
         let conv = self
             .conv
             .forward(self.ln_2.forward(x1.clone()).permute([0, 3, 1, 2]), train)?

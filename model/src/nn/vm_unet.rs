@@ -113,32 +113,65 @@ impl Norm {
     }
 }
 
-/// Stochastic depth (MODEL-SPEC §A.2): each sample's branch is kept with probability
-/// 1 − `rate` and scaled by 1 / (1 − rate), or zeroed.
-pub fn drop_path(y: Tensor<4>, rate: f64) -> Tensor<4> {
-    if rate <= 0.0 {
-        return y;
-    }
-    let keep = 1.0 - rate;
-    let b = y.dims()[0];
-    let mask = Tensor::<4>::random(
-        [b, 1, 1, 1],
-        burn::tensor::Distribution::Bernoulli(keep),
-        &y.device(),
-    );
-    y * mask.div_scalar(keep)
+/// Stochastic depth of one block while training (MODEL-SPEC §A.2): each sample's branch is
+/// kept with probability 1 − `rate` and scaled by 1 / (1 − rate), or zeroed. The per-sample
+/// draws come from `seed` on the CPU, not from the device's shared generator, so a step is the
+/// same whatever else runs on the device and a resumed run draws what an uninterrupted one drew.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DropPath {
+    pub rate: f64,
+    pub seed: u64,
 }
 
-/// Stochastic-depth rates per block: linspace(0, rate, n) over the encoder blocks in order and
-/// the reverse of linspace(0, rate, m) over the decoder blocks.
-fn drop_rates(rate: f64, n: usize) -> Vec<f64> {
+impl DropPath {
+    /// The keep (1) / drop (0) decision of each of `b` samples.
+    pub fn keeps(self, b: usize) -> Vec<bool> {
+        let mut state = self.seed;
+        (0..b)
+            .map(|_| {
+                // splitmix64, then the top 53 bits as a uniform in [0, 1).
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                ((z >> 11) as f64 / (1u64 << 53) as f64) >= self.rate
+            })
+            .collect()
+    }
+}
+
+/// `y` with each sample's branch dropped or rescaled by `d`.
+pub fn drop_path(y: Tensor<4>, d: DropPath) -> Tensor<4> {
+    if d.rate <= 0.0 {
+        return y;
+    }
+    let keep = 1.0 - d.rate;
+    let b = y.dims()[0];
+    let scale: Vec<f32> = d
+        .keeps(b)
+        .into_iter()
+        .map(|k| if k { (1.0 / keep) as f32 } else { 0.0 })
+        .collect();
+    let mask = Tensor::<4>::from_data(
+        burn::tensor::TensorData::new(scale, [b, 1, 1, 1]),
+        &y.device(),
+    );
+    y * mask
+}
+
+/// Stochastic depth per block: rates linspace(0, rate, n) over the encoder blocks in order and
+/// the reverse of linspace(0, rate, m) over the decoder blocks; each block's seed is `seed`
+/// mixed with its place (`first` + k), so no two blocks share their draws.
+fn drop_rates(rate: f64, n: usize, seed: u64, first: u64) -> Vec<DropPath> {
     (0..n)
-        .map(|i| {
-            if n > 1 {
+        .map(|i| DropPath {
+            rate: if n > 1 {
                 rate * i as f64 / (n - 1) as f64
             } else {
                 0.0
-            }
+            },
+            seed: seed ^ (first + i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
         })
         .collect()
 }
@@ -168,16 +201,16 @@ impl VssBlock {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Result<Tensor<4>, String> {
-        self.forward_dropping(x, 0.0)
+        self.forward_dropping(x, DropPath::default())
     }
 
     /// With stochastic depth: the SS2D branch is dropped per sample with probability `rate`.
-    pub fn forward_dropping(&self, x: Tensor<4>, rate: f64) -> Result<Tensor<4>, String> {
+    pub fn forward_dropping(&self, x: Tensor<4>, drop: DropPath) -> Result<Tensor<4>, String> {
         let y = self
             .self_attention
             .forward(self.ln_1.forward(x.clone()))
             .map_err(|e| e.to_string())?;
-        Ok(x + drop_path(y, rate))
+        Ok(x + drop_path(y, drop))
     }
 }
 
@@ -260,22 +293,22 @@ pub struct Stage {
 }
 
 impl Stage {
-    /// `rates`: stochastic-depth rate of each block (used only when training).
+    /// `drops`: stochastic depth of each block (used only when training).
     fn forward(
         &mut self,
         mut x: Tensor<4>,
         train: bool,
-        rates: &[f64],
+        drops: &[DropPath],
     ) -> Result<Tensor<4>, String> {
         for (k, b) in self.blocks.iter_mut().enumerate() {
-            let rate = if train {
-                rates.get(k).copied().unwrap_or(0.0)
+            let drop = if train {
+                drops.get(k).copied().unwrap_or_default()
             } else {
-                0.0
+                DropPath::default()
             };
             x = match b {
-                Block::Vss(b) => b.forward_dropping(x, rate)?,
-                Block::Rsss(b) => b.forward_dropping(x, train, rate)?,
+                Block::Vss(b) => b.forward_dropping(x, drop)?,
+                Block::Rsss(b) => b.forward_dropping(x, train, drop)?,
             };
         }
         Ok(x)
@@ -315,6 +348,9 @@ pub struct VmUnet {
     pub final_conv: (Param<Tensor<4>>, Param<Tensor<1>>),
     /// Stochastic depth while training (the reference recipe uses 0.2); 0 after loading.
     pub drop_path: f64,
+    /// Seed of the stochastic-depth draws of the next training forward (the trainer sets one
+    /// per step).
+    pub drop_seed: u64,
 }
 
 impl VmUnet {
@@ -397,6 +433,7 @@ impl VmUnet {
             final_up,
             final_conv,
             drop_path: 0.0,
+            drop_seed: 0,
         })
     }
 
@@ -418,8 +455,14 @@ impl VmUnet {
             ConvOptions::new([4, 4], [0, 0], [1, 1], 1),
         );
         let mut x = pn.forward(x.permute([0, 2, 3, 1]));
-        let enc_rates = drop_rates(self.drop_path, self.config.depths.iter().sum());
-        let mut dec_rates = drop_rates(self.drop_path, self.config.depths_decoder.iter().sum());
+        let n_enc = self.config.depths.iter().sum();
+        let enc_rates = drop_rates(self.drop_path, n_enc, self.drop_seed, 0);
+        let mut dec_rates = drop_rates(
+            self.drop_path,
+            self.config.depths_decoder.iter().sum(),
+            self.drop_seed,
+            n_enc as u64,
+        );
         dec_rates.reverse();
         let (mut e0, mut d0) = (0, 0);
         let mut skips = Vec::new();
@@ -505,5 +548,44 @@ impl NamedParams for VmUnet {
             join(prefix, "final_conv.bias"),
             (&mut self.final_conv.1).into(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{drop_rates, DropPath};
+
+    #[test]
+    fn stochastic_depth_keeps_one_minus_rate_of_the_samples() {
+        for rate in [0.1, 0.2, 0.5] {
+            let keeps = DropPath { rate, seed: 7 }.keeps(200_000);
+            let kept = keeps.iter().filter(|&&k| k).count() as f64 / keeps.len() as f64;
+            assert!(
+                (kept - (1.0 - rate)).abs() < 0.005,
+                "rate {rate}: kept {kept}"
+            );
+        }
+        // A rate of 0 keeps everything; the same seed draws the same; another seed does not.
+        assert!(DropPath { rate: 0.0, seed: 1 }
+            .keeps(1000)
+            .iter()
+            .all(|&k| k));
+        let a = DropPath { rate: 0.5, seed: 3 }.keeps(64);
+        assert_eq!(a, DropPath { rate: 0.5, seed: 3 }.keeps(64));
+        assert_ne!(a, DropPath { rate: 0.5, seed: 4 }.keeps(64));
+    }
+
+    #[test]
+    fn every_block_draws_with_its_own_seed_and_rate() {
+        let enc = drop_rates(0.2, 4, 99, 0);
+        let dec = drop_rates(0.2, 4, 99, 4);
+        let rates: Vec<f64> = enc.iter().map(|d| d.rate).collect();
+        assert_eq!(rates.len(), 4);
+        assert!(rates[0] == 0.0 && (rates[3] - 0.2).abs() < 1e-12);
+        assert!((rates[1] - 0.2 / 3.0).abs() < 1e-12);
+        let mut seeds: Vec<u64> = enc.iter().chain(&dec).map(|d| d.seed).collect();
+        seeds.sort();
+        seeds.dedup();
+        assert_eq!(seeds.len(), 8);
     }
 }

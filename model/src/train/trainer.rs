@@ -389,9 +389,9 @@ pub fn train(
                         let aug = aug.clone();
                         scope.spawn(move || prepare_batch(step + 1, aug))
                     });
-                    // The device generator (stochastic-depth masks) is seeded per step, so a
-                    // run resumed mid-epoch draws the same masks as an uninterrupted one.
-                    device.seed(
+                    // Stochastic-depth draws are seeded per step, so a run resumed mid-epoch
+                    // draws the same as an uninterrupted one.
+                    net.set_drop_seed(
                         cfg.seed
                             .wrapping_mul(1_000_003)
                             .wrapping_add(epoch as u64)
