@@ -12,6 +12,7 @@
 // adjoint walk runs RT positions between two barriers, keeping each invocation's lambda,
 // its A-term and h_t per position; the reductions of those RT positions then run on all
 // invocations at once (one sum of 16 terms each).
+//   grads = [dud | dpart], with
 //   dud   = [du (NB, B, K, L, E) | ddelta (NB, B, K, L, E)]
 //   dpart = [dB (B*K, NEG, L, N) | dC (B*K, NEG, L, N) | dA (B*K, NG, E, N)]
 // Control flow around barriers depends only on workgroup-uniform values (workgroup_id and
@@ -19,13 +20,13 @@
 
 @group(0) @binding(1) var<storage, read_write> u: array<f32>;
 @group(0) @binding(2) var<storage, read_write> delta: array<f32>;
+// bc holds B and C, then coef from word params[P_COEF]; grads holds dud, then dpart from
+// word 2 * NB * B*K*L*E (eight storage buffers in all, WebGPU's default limit).
 @group(0) @binding(3) var<storage, read_write> bc: array<f32>;
-@group(0) @binding(4) var<storage, read_write> coef: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dy: array<f32>;
-@group(0) @binding(6) var<storage, read_write> ckpt: array<f32>;
-@group(0) @binding(7) var<storage, read_write> agg: array<f32>;
-@group(0) @binding(8) var<storage, read_write> dud: array<f32>;
-@group(0) @binding(9) var<storage, read_write> dpart: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dy: array<f32>;
+@group(0) @binding(5) var<storage, read_write> ckpt: array<f32>;
+@group(0) @binding(6) var<storage, read_write> agg: array<f32>;
+@group(0) @binding(7) var<storage, read_write> grads: array<f32>;
 
 const WORKGROUP: u32 = 256u;
 const LANES_E: u32 = 16u;
@@ -93,7 +94,7 @@ fn stage(tl: Tile, idx: u32, t: u32, t_end: u32) {
     if (pos < t_end) {
         let s = spatial_index(tl.mode, tl.k, pos, tl.len, tl.height, tl.width);
         let e = min(tl.e0 + j, tl.n_ch - 1u);
-        let raw = delta[tl.d_base + s * tl.n_ch + e] + coef[tl.bias_base + e * tl.coef_stride];
+        let raw = delta[tl.d_base + s * tl.n_ch + e] + bc[tl.bias_base + e * tl.coef_stride];
         dt = softplus(raw);
         sg = softplus_grad(raw);
         uv = u[tl.u_base + s * tl.n_ch + e];
@@ -161,15 +162,17 @@ fn main(@builtin(local_invocation_index) idx: u32, @builtin(workgroup_id) wid: v
     tl.d_base = bk * len * n_ch;
     tl.b_base = bk * len * n_pad;
     tl.c_base = (batch * n_dirs + bk) * len * n_pad;
-    tl.bias_base = k * n_ch * coef_stride + n_st + 1u;
+    tl.bias_base = params[P_COEF] + k * n_ch * coef_stride + n_st + 1u;
     tl.coef_stride = coef_stride;
 
-    let coef_base = (k * n_ch + min(e, n_ch - 1u)) * coef_stride;
-    let a_n = select(0.0, coef[coef_base + min(n, n_st - 1u)], live);
+    let coef_base = params[P_COEF] + (k * n_ch + min(e, n_ch - 1u)) * coef_stride;
+    let a_n = select(0.0, bc[coef_base + min(n, n_st - 1u)], live);
     let a2 = a_n * LOG2E;
-    let skip = select(0.0, coef[coef_base + n_st], nb == 0u);
+    let skip = select(0.0, bc[coef_base + n_st], nb == 0u);
     let m_agg = batch * n_dirs * n_groups * n_pad * n_ch;
     let bkle = batch * n_dirs * len * n_ch;
+    // dpart starts after dud in the grads buffer.
+    let dpart0 = 2u * n_blocks * bkle;
     let q = batch * n_dirs * n_egroups * len * n_st;
 
     var mu = 0.0;
@@ -260,8 +263,8 @@ fn main(@builtin(local_invocation_index) idx: u32, @builtin(workgroup_id) wid: v
                             if (e < n_ch) {
                                 let r = i * LANES_E + lane;
                                 let o = nb * bkle + tl.d_base + s * n_ch + e;
-                                dud[o] = s_dt[r] * slb + skip * s_g[r];
-                                dud[n_blocks * bkle + o] = (sx + s_u[r] * slb) * s_sg[r];
+                                grads[o] = s_dt[r] * slb + skip * s_g[r];
+                                grads[n_blocks * bkle + o] = (sx + s_u[r] * slb) * s_sg[r];
                             }
                         } else {
                             let ns = nb * LANES_N + lane;
@@ -278,7 +281,7 @@ fn main(@builtin(local_invocation_index) idx: u32, @builtin(workgroup_id) wid: v
                             }
                             if (ns < n_st) {
                                 let o = ((bk * n_egroups + eg) * len + s) * n_st + ns;
-                                dpart[select(0u, q, job >= 32u) + o] = acc;
+                                grads[dpart0 + select(0u, q, job >= 32u) + o] = acc;
                             }
                         }
                     }
@@ -288,6 +291,6 @@ fn main(@builtin(local_invocation_index) idx: u32, @builtin(workgroup_id) wid: v
         }
     }
     if (live) {
-        dpart[2u * q + ((bk * n_groups + g) * n_ch + e) * n_st + n] = da_acc;
+        grads[dpart0 + 2u * q + ((bk * n_groups + g) * n_ch + e) * n_st + n] = da_acc;
     }
 }

@@ -23,7 +23,8 @@ const P_REVERSE: u32 = 13u;     // carry kernel: 1 walks the groups from last to
 const P_STATES_PAD: u32 = 14u;  // N rounded up to a multiple of STATE_BLOCK (B, C, ckpt layouts)
 const P_NBLOCKS: u32 = 15u;     // STATES_PAD / STATE_BLOCK
 const P_NEGROUPS: u32 = 16u;    // backward: ceil(E / LANES_E)
-const P_WORDS: u32 = 17u;
+const P_COEF: u32 = 17u;        // word where coef starts in the bc buffer (after B and C)
+const P_WORDS: u32 = 18u;
 
 const LOG2E: f32 = 1.4426950408889634;
 // States kept in registers (four vec4) by one invocation; larger N is walked in blocks of
@@ -94,7 +95,7 @@ struct Item {
     // B and C rows (NP floats) at spatial position s start at b_base/c_base + s * n_pad.
     b_base: u32,
     c_base: u32,
-    // This channel's row of coef: A[0..N], D, bias.
+    // This channel's row of coef (A[0..N], D, bias), as a word index into the bc buffer.
     coef_base: u32,
     // Aggregates / carries: [a (M) | b (M)], this item's state n at agg_base + n * n_ch.
     agg_m: u32,
@@ -126,7 +127,7 @@ fn channel_item(e: u32, wid: vec3<u32>) -> Item {
     it.d_base = it.bk * it.len * it.n_ch + e;
     it.b_base = it.bk * it.len * it.n_pad;
     it.c_base = (batch * n_dirs + it.bk) * it.len * it.n_pad;
-    it.coef_base = (it.k * it.n_ch + e) * (it.n_st + 2u);
+    it.coef_base = params[P_COEF] + (it.k * it.n_ch + e) * (it.n_st + 2u);
     it.agg_m = batch * n_dirs * it.n_groups * it.n_pad * it.n_ch;
     it.agg_base = (it.bk * it.n_groups + it.g) * it.n_pad * it.n_ch + e;
     return it;

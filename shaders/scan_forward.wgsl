@@ -10,16 +10,21 @@
 @group(0) @binding(1) var<storage, read_write> u: array<f32>;
 @group(0) @binding(2) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(3) var<storage, read_write> bc: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> coef: array<f32>;
-@group(0) @binding(5) var<storage, read_write> agg: array<f32>;
-@group(0) @binding(6) var<storage, read_write> y: array<f32>;
-@group(0) @binding(7) var<storage, read_write> ckpt: array<f32>;
+@group(0) @binding(4) var<storage, read_write> agg: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(0) @binding(6) var<storage, read_write> ckpt: array<f32>;
+
+// coef (K*E rows of A[0..N] | D | bias) follows B and C in the bc buffer, from word
+// params[P_COEF] (a multiple of 4); `i` is a word index into that buffer.
+fn coef(i: u32) -> f32 {
+    return bc[i >> 2u][i & 3u];
+}
 
 fn a4(base: u32, n: u32, n_st: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
     for (var j = 0u; j < 4u; j++) {
         if (n + j < n_st) {
-            v[j] = coef[base + n + j] * LOG2E;
+            v[j] = coef(base + n + j) * LOG2E;
         }
     }
     return v;
@@ -44,8 +49,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     }
     let chunk = params[P_CHUNK];
     let n_ch = it.n_ch;
-    let skip = coef[it.coef_base + it.n_st];
-    let bias = coef[it.coef_base + it.n_st + 1u];
+    let skip = coef(it.coef_base + it.n_st);
+    let bias = coef(it.coef_base + it.n_st + 1u);
     let ckpt_base = it.bk * params[P_NCHUNKS] * it.n_pad * n_ch + it.e;
 
     for (var n0 = 0u; n0 < it.n_pad; n0 += STATE_BLOCK) {

@@ -8,11 +8,11 @@
 // Dispatch as sema_forward.wgsl (the window's tokens now act as keys).
 
 // Bindings 0-3 (params, rope, qk, v) and the shared tiles are declared in sema_common.wgsl.
-@group(0) @binding(4) var<storage, read_write> lse: array<f32>;
+// stats = [lse (B, H, N) | delta (B, H, N)], as sema_backward_q.wgsl leaves it.
+@group(0) @binding(4) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dout: array<f32>;
-@group(0) @binding(6) var<storage, read_write> delta: array<f32>;
-@group(0) @binding(7) var<storage, read_write> dqk: array<f32>;
-@group(0) @binding(8) var<storage, read_write> dv: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dqk: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dv: array<f32>;
 
 // Queries (rotated, scaled) go to tile_a and their output gradients to tile_b, TILE rows
 // each; then their lse and delta.
@@ -73,8 +73,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 tile_b[i * D + 2u * p + 1u] = dout[gb + 1u];
                 if (p == 0u) {
                     let li = (b * heads + h) * n_tok + qn;
-                    rows_lse[i] = lse[li];
-                    rows_delta[i] = delta[li];
+                    rows_lse[i] = stats[li];
+                    rows_delta[i] = stats[params[P_BATCH] * heads * n_tok + li];
                 }
             }
         }

@@ -7,11 +7,12 @@
 // Dispatch as sema_forward.wgsl.
 
 // Bindings 0-3 (params, rope, qk, v) and the shared tiles are declared in sema_common.wgsl.
+// stats = [lse (B, H, N) | delta (B, H, N)]: the forward's log-sum-exp in, delta out (one
+// buffer for both keeps the kernel within WebGPU's default of eight storage buffers).
 @group(0) @binding(4) var<storage, read_write> o: array<f32>;
-@group(0) @binding(5) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(5) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dout: array<f32>;
-@group(0) @binding(7) var<storage, read_write> delta: array<f32>;
-@group(0) @binding(8) var<storage, read_write> dqk: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dqk: array<f32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -43,8 +44,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             dlt += g[i] * o[ob + i];
         }
         let li = (b * params[P_HEADS] + h) * n_tok + n;
-        row_lse = lse[li];
-        delta[li] = dlt;
+        row_lse = stats[li];
+        stats[params[P_BATCH] * params[P_HEADS] * n_tok + li] = dlt;
     }
     for (var i = 0u; i < D; i++) {
         dq[i] = 0.0;

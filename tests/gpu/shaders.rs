@@ -128,3 +128,30 @@ fn a_broken_kernel_reports_file_and_line() {
     assert!(err.starts_with("scan_common.wgsl:4:"), "{err}");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// Every kernel binds at most eight storage buffers, WebGPU's default per shader stage (what
+/// a browser grants without asking), so the same shaders run in the browser build.
+#[test]
+fn every_kernel_fits_webgpu_default_storage_buffer_limit() {
+    let dir = shader_dir();
+    let mut over = Vec::new();
+    for file in medseg_model::shaders::ALL {
+        let (text, _) =
+            compose_with(file.source, |f| std::fs::read_to_string(dir.join(f)).ok()).unwrap();
+        let module = naga::front::wgsl::parse_str(&text).unwrap();
+        let storage = module
+            .global_variables
+            .iter()
+            .filter(|(_, g)| matches!(g.space, naga::AddressSpace::Storage { .. }))
+            .count();
+        assert!(storage > 0, "{}: no buffers", file.name);
+        if storage > 8 {
+            over.push(format!("{}: {storage} storage buffers", file.name));
+        }
+    }
+    assert!(
+        over.is_empty(),
+        "over WebGPU's default of 8:\n{}",
+        over.join("\n")
+    );
+}

@@ -220,10 +220,21 @@ impl ScanGeometry {
             self.states_pad,
             self.n_blocks,
             self.n_egroups,
+            self.coef_offset(),
         ]
         .iter()
         .map(|&v| v as u32)
         .collect()
+    }
+
+    /// Where coef starts in the packed B/C buffer (floats): after [B; C], (2·B, K, L, NP).
+    pub fn coef_offset(&self) -> usize {
+        2 * self.batch * self.dirs * self.len * self.states_pad
+    }
+
+    /// Floats of the packed B/C/coef buffer, rounded up to whole vec4s.
+    pub fn bc_len(&self) -> usize {
+        (self.coef_offset() + self.dirs * self.channels * (self.states + 2)).next_multiple_of(4)
     }
 
     /// Floats of the largest buffer one batch item needs (bytes / 4), to split batches that
@@ -233,9 +244,11 @@ impl ScanGeometry {
         let st = self.dirs * self.len * self.states_pad;
         [
             self.u_dirs * self.len * self.channels,
-            2 * self.n_blocks * seq,
-            2 * st,
-            2 * self.dirs * self.n_egroups * self.len * self.states_pad
+            // [B; C] and coef (counted whole for each item: it is small).
+            2 * st + self.dirs * self.channels * (self.states + 2),
+            // The backward's grads: dud, then dpart.
+            2 * self.n_blocks * seq
+                + 2 * self.dirs * self.n_egroups * self.len * self.states_pad
                 + self.dirs * self.bwd_groups * self.channels * self.states_pad,
             self.dirs * self.n_chunks * self.states_pad * self.channels,
             2 * self.dirs * self.fwd_groups.max(self.bwd_groups) * self.states_pad * self.channels,

@@ -27,8 +27,9 @@ fn dims(t: &CubeTensor) -> Vec<usize> {
     t.meta.shape().iter().copied().collect()
 }
 
-/// [B; C] stacked as (2·B, K, L, NP) with the states zero-padded to NP, and
-/// [A | D | bias] as (K·E, N + 2).
+/// One buffer: [B; C] stacked as (2·B, K, L, NP) with the states zero-padded to NP, then
+/// [A | D | bias] as (K·E, N + 2) from word [`ScanGeometry::coef_offset`] — one binding for
+/// both, so every scan kernel stays within WebGPU's default of eight storage buffers.
 fn pack(
     a: CubeTensor,
     b: CubeTensor,
@@ -36,7 +37,7 @@ fn pack(
     d: CubeTensor,
     bias: CubeTensor,
     g: &ScanGeometry,
-) -> (CubeTensor, CubeTensor) {
+) -> CubeTensor {
     let ke = g.dirs * g.channels;
     let pad = |t: CubeTensor| {
         if g.states_pad == g.states {
@@ -49,11 +50,24 @@ fn pack(
         );
         Cb::float_cat(vec![t, zeros], 3)
     };
-    let bc = into_contiguous(Cb::float_cat(vec![pad(b), pad(c)], 0));
+    let flat = |t: CubeTensor| {
+        let n = t.meta.num_elements();
+        Cb::float_reshape(t, Shape::from(vec![n]))
+    };
     let d = Cb::float_reshape(d, Shape::from(vec![ke, 1]));
     let bias = Cb::float_reshape(bias, Shape::from(vec![ke, 1]));
-    let coef = into_contiguous(Cb::float_cat(vec![a, d, bias], 1));
-    (bc, coef)
+    let coef = Cb::float_cat(vec![a, d, bias], 1);
+    let mut parts = vec![flat(pad(b)), flat(pad(c)), flat(coef)];
+    // The kernels read this buffer as vec4: its length must be a whole number of them.
+    let tail = (4 - ke * (g.states + 2) % 4) % 4;
+    if tail > 0 {
+        parts.push(Cb::float_zeros(
+            Shape::from(vec![tail]),
+            &parts[0].device,
+            DType::F32.into(),
+        ));
+    }
+    into_contiguous(Cb::float_cat(parts, 0))
 }
 
 fn flat_slice(t: CubeTensor, start: usize, len: usize, dims: Vec<usize>) -> CubeTensor {
@@ -111,7 +125,7 @@ impl ScanKernels for CubeBackend {
         } = x;
         let u = into_contiguous(u);
         let delta = into_contiguous(delta);
-        let (bc, coef) = pack(a, b, c, d, bias, &g);
+        let bc = pack(a, b, c, d, bias, &g);
         let bk = g.batch * g.dirs;
         let x = g.channels.div_ceil(CHANNEL_WORKGROUP as usize);
         let words = g.words(g.fwd_group_chunks, g.fwd_groups, false);
@@ -119,20 +133,19 @@ impl ScanKernels for CubeBackend {
             &g,
             g.fwd_groups,
             &shaders::SCAN_REDUCE,
-            &[&u, &delta, &bc, &coef],
+            &[&u, &delta, &bc],
             &words,
         );
         expect_len(&u, g.batch * g.u_dirs * g.len * g.channels, "u");
         expect_len(&delta, bk * g.len * g.channels, "delta");
-        expect_len(&bc, 2 * bk * g.len * g.states_pad, "bc");
-        expect_len(&coef, g.dirs * g.channels * (g.states + 2), "coef");
+        expect_len(&bc, g.bc_len(), "bc");
         let y = empty(&u, dims(&delta));
         let ckpt = empty(&u, vec![bk, g.n_chunks, g.states_pad, g.channels]);
         launch(
             &shaders::SCAN_FORWARD,
             CHANNEL_WORKGROUP,
             [x, g.fwd_groups, bk],
-            &[&u, &delta, &bc, &coef, &agg, &y, &ckpt],
+            &[&u, &delta, &bc, &agg, &y, &ckpt],
             &words,
         );
         ScanForward { y, ckpt }
@@ -158,7 +171,7 @@ impl ScanKernels for CubeBackend {
         let delta = into_contiguous(delta);
         let dy = into_contiguous(dy);
         let ckpt = into_contiguous(ckpt);
-        let (bc, coef) = pack(a, b, c, d, bias, &g);
+        let bc = pack(a, b, c, d, bias, &g);
         let bk = g.batch * g.dirs;
         let ke = g.dirs * g.channels;
         let words = g.words(g.bwd_group_chunks, g.bwd_groups, true);
@@ -166,7 +179,7 @@ impl ScanKernels for CubeBackend {
             &g,
             g.bwd_groups,
             &shaders::SCAN_BACKWARD_REDUCE,
-            &[&delta, &bc, &coef, &dy],
+            &[&delta, &bc, &dy],
             &words,
         );
         let seq = bk * g.len * g.channels;
@@ -175,19 +188,20 @@ impl ScanKernels for CubeBackend {
         expect_len(&u, g.batch * g.u_dirs * g.len * g.channels, "u");
         expect_len(&delta, bk * g.len * g.channels, "delta");
         expect_len(&dy, bk * g.len * g.channels, "dy");
-        expect_len(&bc, 2 * bk * g.len * g.states_pad, "bc");
-        expect_len(&coef, g.dirs * g.channels * (g.states + 2), "coef");
+        expect_len(&bc, g.bc_len(), "bc");
         expect_len(&ckpt, bk * g.n_chunks * g.states_pad * g.channels, "ckpt");
-        // du and d(delta) come as partial sums per block of 16 states.
-        let dud = empty(&u, vec![2 * g.n_blocks * seq]);
-        let dpart = empty(&u, vec![2 * q + da_len]);
+        // du and d(delta) come as partial sums per block of 16 states (dud), then the
+        // partials of dB, dC and dA (dpart), in one buffer.
+        let dud_len = 2 * g.n_blocks * seq;
+        let grads = empty(&u, vec![dud_len + 2 * q + da_len]);
         launch(
             &shaders::SCAN_BACKWARD,
             BACKWARD_WORKGROUP,
             [g.n_egroups * g.n_blocks, g.bwd_groups, bk],
-            &[&u, &delta, &bc, &coef, &dy, &ckpt, &agg, &dud, &dpart],
+            &[&u, &delta, &bc, &dy, &ckpt, &agg, &grads],
             &words,
         );
+        let dud = grads.clone();
 
         let seq_dims = vec![g.batch, g.dirs, g.len, g.channels];
         let blocks = |start: usize| {
@@ -209,8 +223,8 @@ impl ScanKernels for CubeBackend {
         let ddelta = blocks(g.n_blocks * seq);
         let part = |start: usize| {
             let p = flat_slice(
-                dpart.clone(),
-                start,
+                grads.clone(),
+                dud_len + start,
                 q,
                 vec![bk, g.n_egroups, g.len * g.states],
             );
@@ -222,8 +236,8 @@ impl ScanKernels for CubeBackend {
         let db = part(0);
         let dc = part(q);
         let da = flat_slice(
-            dpart,
-            2 * q,
+            grads,
+            dud_len + 2 * q,
             da_len,
             vec![g.batch, g.dirs, g.bwd_groups, g.channels * g.states],
         );

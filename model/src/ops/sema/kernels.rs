@@ -4,8 +4,12 @@ use super::{rope_table, AttnDims};
 use super::{AttnConfig, AttnForward, AttnGrads, AttnKernels, AttnOps, AttnTensors};
 use crate::ops::launch::{empty, expect_len, launch_kernel, Wgsl};
 use crate::shaders::{self, ShaderFile};
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::wgpu::{into_contiguous, CubeBackend, CubeTensor};
+use burn::tensor::Shape;
+
+type Cb = CubeBackend;
 
 /// Invocations per workgroup (WG in sema_common.wgsl).
 pub const WORKGROUP: usize = 64;
@@ -109,7 +113,15 @@ impl AttnKernels for CubeBackend {
         }
         expect_len(&lse, b * d.heads * n, "lse");
         let rope = rope_buffer(&qk, &d);
-        let delta = empty(&v, vec![b, d.heads, n]);
+        // [lse | delta]: the query kernel reads lse and writes delta for the key/value kernel.
+        let rows = b * d.heads * n;
+        let stats = into_contiguous(Cb::float_cat(
+            vec![
+                Cb::float_reshape(lse, Shape::from(vec![rows])),
+                empty(&v, vec![rows]),
+            ],
+            0,
+        ));
         let dqk = empty(&qk, vec![b, n, 2 * c]);
         let dv = empty(&v, vec![b, n, c]);
         let words = words(&d);
@@ -117,14 +129,14 @@ impl AttnKernels for CubeBackend {
             kernel(&shaders::SEMA_BACKWARD_Q, d.head_dim()),
             WORKGROUP as u32,
             count(&d),
-            &[&rope, &qk, &v, &o, &lse, &dout, &delta, &dqk],
+            &[&rope, &qk, &v, &o, &stats, &dout, &dqk],
             &words,
         );
         launch_kernel(
             kernel(&shaders::SEMA_BACKWARD_KV, d.head_dim()),
             WORKGROUP as u32,
             count(&d),
-            &[&rope, &qk, &v, &lse, &dout, &delta, &dqk, &dv],
+            &[&rope, &qk, &v, &stats, &dout, &dqk, &dv],
             &words,
         );
         AttnGrads { dqk, dv }
