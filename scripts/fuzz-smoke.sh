@@ -4,6 +4,7 @@
 # single allocation over 512 MiB or RSS over 3 GiB fails the run (the failing input is left in
 # model/data/fuzz/artifacts/).
 # Usage: scripts/fuzz-smoke.sh [seconds per target, default 30]
+#        FUZZ_RUNS=1000000 scripts/fuzz-smoke.sh   (a number of executions per target instead)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-30}"
@@ -20,10 +21,16 @@ seed png tests/data/malformed/*.png ../shared/data/polyp/masks/cvc_1.png ../shar
 cd model/data/fuzz
 cargo fuzz build -O
 for t in nifti dicom png; do
-    echo "=== fuzz $t for ${secs}s ==="
+    if [ -n "${FUZZ_RUNS:-}" ]; then
+        limit="-runs=$FUZZ_RUNS"
+        echo "=== fuzz $t for $FUZZ_RUNS executions ==="
+    else
+        limit="-max_total_time=$secs"
+        echo "=== fuzz $t for ${secs}s ==="
+    fi
     log="$work/$t.log"
     if ! cargo fuzz run -O "$t" "$work/$t" -- \
-        -max_total_time="$secs" -rss_limit_mb=3072 -malloc_limit_mb=512 -max_len=262144 >"$log" 2>&1; then
+        "$limit" -rss_limit_mb=3072 -malloc_limit_mb=512 -max_len=262144 >"$log" 2>&1; then
         grep -v -E "NEW|REDUCE|pulse" "$log" | tail -60
         echo "error: fuzz target $t failed" >&2
         exit 1

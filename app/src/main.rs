@@ -70,6 +70,8 @@ enum Command {
         /// Also write the per-case results and means as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        #[command(flatten)]
+        masks: jobs::MaskArgs,
     },
     /// Train SA-UMamba, VM-UNet or USEMA on a dataset folder (images/ + masks/) with the
     /// reference protocol: official initialisation (USEMA: He) and augmentation, the network's
@@ -296,6 +298,7 @@ fn eval(
     gt: &Path,
     tau: f64,
     spacing: f64,
+    masks: &jobs::MaskArgs,
     json: Option<&PathBuf>,
 ) -> Result<(), String> {
     let valid = tau >= 0.0 && tau.is_finite() && spacing > 0.0 && spacing.is_finite();
@@ -305,6 +308,7 @@ fn eval(
     let opts = medseg_data::evaluate::EvalOptions {
         nsd_tolerance_mm: tau,
         raster_spacing_mm: [spacing, spacing],
+        masks: masks.options(),
     };
     let report = medseg_data::evaluate::evaluate(pred, gt, &opts, &mut |_, _| true)
         .map_err(|e| e.to_string())?;
@@ -576,7 +580,16 @@ fn main() -> ExitCode {
             nsd_tolerance_mm,
             spacing_mm,
             json,
-        } => eval(pred, gt, *nsd_tolerance_mm, *spacing_mm, json.as_ref()).map(|_| true),
+            masks,
+        } => eval(
+            pred,
+            gt,
+            *nsd_tolerance_mm,
+            *spacing_mm,
+            masks,
+            json.as_ref(),
+        )
+        .map(|_| true),
         Command::Bench {
             what: BenchCommand::FirstMask { weights, json },
         } => bench_first_mask(weights.as_deref(), json.as_ref()).map(|_| true),

@@ -274,3 +274,67 @@ fn an_output_folder_that_cannot_be_written_is_refused_before_training() {
     left.sort();
     assert_eq!(left, expected, "nothing is written elsewhere");
 }
+
+/// Pairs that cannot be trained on — a volume, an image with NaN pixels, an MR slice passed as
+/// a mask — are each skipped with the reason; with nothing left the run stops before training.
+#[test]
+fn unusable_pairs_are_skipped_and_listed() {
+    use medseg_data::geometry::Geometry;
+    use medseg_data::nifti::{self, DataType, NiftiHeader};
+    let root = scratch("train-unusable");
+    let data = root.join("data");
+    for sub in ["images", "masks"] {
+        std::fs::create_dir_all(data.join(sub)).unwrap();
+    }
+    let image = |name: &str, dims: [usize; 3], value: f64| {
+        let g = Geometry::axis_aligned(dims, [1.0; 3]);
+        let h = NiftiHeader::for_geometry(&g, DataType::F32);
+        let n = dims.iter().product::<usize>();
+        let mut v: Vec<f64> = (0..n).map(|i| (i % 7) as f64).collect();
+        v[n / 2] = value;
+        nifti::write_samples(
+            &data.join("images").join(name),
+            &h,
+            &v,
+            DataType::F32,
+            false,
+        )
+        .unwrap();
+    };
+    let mask = |name: &str, dims: [usize; 3], labels: &dyn Fn(usize) -> u16| {
+        let mut m = medseg_data::LabelMap::new(Geometry::axis_aligned(dims, [1.0; 3]));
+        for (i, l) in m.labels.iter_mut().enumerate() {
+            *l = labels(i);
+        }
+        medseg_data::save_labels(&data.join("masks").join(name), &m, false).unwrap();
+    };
+    image("volume.nii", [32, 32, 4], 1.0);
+    mask("volume.nii", [32, 32, 4], &|i| (i % 3 == 0) as u16);
+    image("nan.nii", [32, 32, 1], f64::NAN);
+    mask("nan.png", [32, 32, 1], &|i| (i % 3 == 0) as u16);
+    image("mr.nii", [32, 32, 1], 1.0);
+    mask("mr.png", [32, 32, 1], &|i| i as u16 * 60);
+    image("inf.nii", [32, 32, 1], f64::INFINITY);
+    mask("inf.png", [32, 32, 1], &|i| (i % 2) as u16);
+    let out = root.join("run");
+    // Three pairs train and one validates (--val-fraction 0.25).
+    let o = train(&data, &out, &root.join("kernels"), 1, false)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    for (stem, why) in [
+        ("volume", "a volume (4 slices)"),
+        ("nan", "NaN or infinite"),
+        ("inf", "NaN or infinite"),
+        ("mr", "1023 distinct label values"),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(&format!("skipped {stem}:")) && l.contains(why)),
+            "{stem} not listed as skipped for {why:?}:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("none of the 3 training pairs"), "{stderr}");
+}

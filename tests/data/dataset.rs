@@ -3,6 +3,7 @@
 use crate::shared_data;
 use image::{GrayImage, Luma, RgbImage};
 use medseg_data::dataset::{image_stem, load_pairs, Dataset};
+use medseg_data::MaskOptions;
 use std::path::Path;
 
 fn make(root: &Path) {
@@ -55,7 +56,7 @@ fn pairs_reports_and_splits() {
     assert_eq!(all, stems, "disjoint and complete");
     assert_ne!(a.val, d.split(43, 0.3).val);
 
-    let (ok, failed) = load_pairs(&d.pairs);
+    let (ok, failed) = load_pairs(&d.pairs, &MaskOptions::default());
     assert_eq!(ok.len(), 7);
     assert_eq!(failed.len(), 2);
     let msgs: Vec<String> = failed.iter().map(|(_, e)| e.to_string()).collect();
@@ -68,7 +69,7 @@ fn pairs_reports_and_splits() {
     assert_eq!(ok[0].mask.labels.iter().filter(|&&l| l == 1).count(), 4 * 6);
 
     // The survey sees the same: 7 readable pairs of 8×6 RGB with labels {0, 1}, 2 unreadable.
-    let s = d.survey(100, &mut |_, _| true);
+    let s = d.survey(100, &MaskOptions::default(), &mut |_, _| true);
     assert_eq!(s.looked_at, 9);
     assert_eq!((s.min_dims, s.max_dims), ([8, 6, 1], [8, 6, 1]));
     assert_eq!(s.channels.into_iter().collect::<Vec<_>>(), vec![3]);
@@ -76,7 +77,11 @@ fn pairs_reports_and_splits() {
     let bad: Vec<&str> = s.unreadable.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(bad, vec!["case7", "case8"]);
     // And stops when asked.
-    assert_eq!(d.survey(100, &mut |i, _| i < 2).looked_at, 2);
+    assert_eq!(
+        d.survey(100, &MaskOptions::default(), &mut |i, _| i < 2)
+            .looked_at,
+        2
+    );
 }
 
 #[test]

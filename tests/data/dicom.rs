@@ -330,3 +330,107 @@ fn in_memory_dicom_matches_the_file() {
     assert_eq!(a.voxels, b.voxels);
     assert_eq!(a.geometry, b.geometry);
 }
+
+/// Colour stored plane by plane (PlanarConfiguration 1) reads as the same RGB pixels as the
+/// usual interleaved layout.
+#[test]
+fn rgb_planes_read_as_interleaved_pixels() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, h) = (5usize, 3usize);
+    let rgb = |x: usize, y: usize| [(x * 40) as u8, (y * 70) as u8, (x + y) as u8 * 9];
+    for planar in [0u16, 1] {
+        let mut o = InMemDicomObject::new_empty();
+        o.put(DataElement::new(
+            tags::SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.7"),
+        ));
+        o.put(DataElement::new(
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from("1.2.3.77"),
+        ));
+        o.put(DataElement::new(
+            tags::SAMPLES_PER_PIXEL,
+            VR::US,
+            PrimitiveValue::from(3u16),
+        ));
+        o.put(DataElement::new(
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            PrimitiveValue::from("RGB"),
+        ));
+        o.put(DataElement::new(
+            tags::PLANAR_CONFIGURATION,
+            VR::US,
+            PrimitiveValue::from(planar),
+        ));
+        o.put(DataElement::new(
+            tags::ROWS,
+            VR::US,
+            PrimitiveValue::from(h as u16),
+        ));
+        o.put(DataElement::new(
+            tags::COLUMNS,
+            VR::US,
+            PrimitiveValue::from(w as u16),
+        ));
+        o.put(DataElement::new(
+            tags::BITS_ALLOCATED,
+            VR::US,
+            PrimitiveValue::from(8u16),
+        ));
+        o.put(DataElement::new(
+            tags::BITS_STORED,
+            VR::US,
+            PrimitiveValue::from(8u16),
+        ));
+        o.put(DataElement::new(
+            tags::HIGH_BIT,
+            VR::US,
+            PrimitiveValue::from(7u16),
+        ));
+        o.put(DataElement::new(
+            tags::PIXEL_REPRESENTATION,
+            VR::US,
+            PrimitiveValue::from(0u16),
+        ));
+        let mut bytes = Vec::new();
+        if planar == 0 {
+            for y in 0..h {
+                for x in 0..w {
+                    bytes.extend(rgb(x, y));
+                }
+            }
+        } else {
+            for c in 0..3 {
+                for y in 0..h {
+                    for x in 0..w {
+                        bytes.push(rgb(x, y)[c]);
+                    }
+                }
+            }
+        }
+        bytes.push(0); // even length
+        o.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OB,
+            PrimitiveValue::from(bytes),
+        ));
+        let path = dir.path().join(format!("rgb{planar}.dcm"));
+        write(o, "1.2.3.77", &path);
+        let v = load(&path).unwrap();
+        assert_eq!(
+            (v.geometry.dims, v.channels),
+            ([w, h, 1], 3),
+            "planar {planar}"
+        );
+        for y in 0..h {
+            for x in 0..w {
+                let i = v.index(x, y, 0) * 3;
+                let want = rgb(x, y).map(|c| c as f32);
+                assert_eq!(&v.voxels[i..i + 3], &want, "planar {planar} at ({x}, {y})");
+            }
+        }
+    }
+}

@@ -6,6 +6,7 @@
 
 mod dataset;
 mod dicom;
+mod evaluate;
 mod malformed;
 mod metrics;
 mod nifti;

@@ -1,11 +1,34 @@
 //! Every file of tests/data/malformed gives an error naming the problem: no panic, no huge
 //! allocation. EXPECTED.tsv lists the loader to use and a fragment the message must contain.
+//! The corpus is read under a 64 MiB memory budget, so its decompression bombs stay small.
 
 use crate::corpus_dir;
-use medseg_data::{load, load_labels, volume::load_bytes};
+use medseg_data::budget::with_budget;
+use medseg_data::{load, load_labels, load_mask, volume::load_bytes, MaskOptions};
 
 #[test]
 fn every_malformed_file_gives_a_clear_error() {
+    with_budget(64 << 20, check_the_corpus);
+}
+
+/// A `.dcm` that is a link to a device is refused before anything is read.
+#[cfg(unix)]
+#[test]
+fn a_link_to_a_device_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["zero.dcm", "zero.png", "zero.nii"] {
+        let link = dir.path().join(name);
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        let e = load(&link)
+            .expect_err("a device is not an image")
+            .to_string();
+        assert!(e.contains("not a regular file") && e.contains(name), "{e}");
+        let e = load_labels(&link).expect_err("nor a mask").to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+}
+
+fn check_the_corpus() {
     let dir = corpus_dir();
     let table = std::fs::read_to_string(dir.join("EXPECTED.tsv")).expect("EXPECTED.tsv");
     let mut checked = 0;
@@ -23,6 +46,7 @@ fn every_malformed_file_gives_a_clear_error() {
         let result = match loader {
             "image" => load(&path).map(|_| ()),
             "labels" => load_labels(&path).map(|_| ()),
+            "mask" => load_mask(&path, &MaskOptions::default()).map(|_| ()),
             other => panic!("unknown loader {other} for {name}"),
         };
         match result {

@@ -244,3 +244,104 @@ fn cell_f1_tiles_whole_slide_images() {
     let small = cell_f1(&gt[..w * 4000], &gt[..w * 4000], w, 4000, 0.5).unwrap();
     assert_eq!(small.reference, 7, "6 interior cells + the cut one");
 }
+
+/// A far false-positive pixel: the pooled ASSD (medpy ≥ 0.5, MONAI) and the mean of the two
+/// directed means (medpy ≤ 0.4) differ; ours is the pooled one.
+#[test]
+fn assd_pools_both_directions() {
+    // 1-D along x (the length-1 axes are left out): G = x 0..=3, P = G plus x = 15.
+    let g = Geometry::axis_aligned([20, 1, 1], [1.0, 1.0, 1.0]);
+    let t: Vec<bool> = (0..20).map(|x| x <= 3).collect();
+    let p: Vec<bool> = (0..20).map(|x| x <= 3 || x == 15).collect();
+    let m = binary_metrics(&p, &t, &g, 1.0);
+    // Surfaces: G {0, 3}, P {0, 3, 15}. P→G {0, 0, 12}, G→P {0, 0}.
+    assert!(close(m.assd_mm, 12.0 / 5.0), "pooled: {}", m.assd_mm);
+    // 95th percentile of {0, 0, 0, 0, 12}: position 3.8 → 0.8 · 12.
+    assert!(close(m.hd95_mm, 9.6), "{}", m.hd95_mm);
+    assert!(close(m.nsd, 4.0 / 5.0));
+}
+
+/// Random 2-D and 3-D masks with anisotropic spacing: HD95, ASSD and NSD equal the reference
+/// definitions computed by brute force (every surface voxel against every other).
+#[test]
+fn surface_metrics_match_brute_force_on_random_masks() {
+    let mut state = 12345u64;
+    let mut coin = |p: f64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 11) as f64 / (1u64 << 53) as f64) < p
+    };
+    for (dims, spacing) in [
+        ([24usize, 20, 1], [0.7, 1.3, 1.0]),
+        ([10, 9, 8], [0.9, 0.9, 2.5]),
+    ] {
+        let n = dims[0] * dims[1] * dims[2];
+        for _ in 0..3 {
+            // Random fields: each voxel set with probability 0.35.
+            let p: Vec<bool> = (0..n).map(|_| coin(0.35)).collect();
+            let t: Vec<bool> = (0..n).map(|_| coin(0.35)).collect();
+            let geometry = Geometry::axis_aligned(dims, spacing);
+            let at = |i: usize| {
+                [
+                    i % dims[0],
+                    (i / dims[0]) % dims[1],
+                    i / (dims[0] * dims[1]),
+                ]
+            };
+            let on_surface = |m: &[bool], i: usize| {
+                if !m[i] {
+                    return false;
+                }
+                let c = at(i);
+                (0..3).filter(|&a| dims[a] > 1).any(|a| {
+                    [-1i64, 1].iter().any(|&d| {
+                        let mut q = c;
+                        let v = q[a] as i64 + d;
+                        if v < 0 || v >= dims[a] as i64 {
+                            return true;
+                        }
+                        q[a] = v as usize;
+                        !m[(q[2] * dims[1] + q[1]) * dims[0] + q[0]]
+                    })
+                })
+            };
+            let surf =
+                |m: &[bool]| -> Vec<usize> { (0..n).filter(|&i| on_surface(m, i)).collect() };
+            let (sp, sg) = (surf(&p), surf(&t));
+            let dist = |i: usize, j: usize| {
+                let (a, b) = (at(i), at(j));
+                (0..3)
+                    .map(|k| ((a[k] as f64 - b[k] as f64) * spacing[k]).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            };
+            let directed = |from: &[usize], to: &[usize]| -> Vec<f64> {
+                from.iter()
+                    .map(|&i| to.iter().map(|&j| dist(i, j)).fold(f64::INFINITY, f64::min))
+                    .collect()
+            };
+            let mut all = directed(&sp, &sg);
+            all.extend(directed(&sg, &sp));
+            let assd = all.iter().sum::<f64>() / all.len() as f64;
+            let tau = 1.0;
+            let nsd = all.iter().filter(|&&d| d <= tau).count() as f64 / all.len() as f64;
+            all.sort_by(f64::total_cmp);
+            let pos = 0.95 * (all.len() - 1) as f64;
+            let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+            let hd95 = all[lo] + (all[hi] - all[lo]) * (pos - lo as f64);
+            let m = binary_metrics(&p, &t, &geometry, tau);
+            assert!(
+                close(m.assd_mm, assd),
+                "{dims:?}: ASSD {} vs {assd}",
+                m.assd_mm
+            );
+            assert!(
+                close(m.hd95_mm, hd95),
+                "{dims:?}: HD95 {} vs {hd95}",
+                m.hd95_mm
+            );
+            assert!(close(m.nsd, nsd), "{dims:?}: NSD {} vs {nsd}", m.nsd);
+        }
+    }
+}

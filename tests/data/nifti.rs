@@ -183,6 +183,17 @@ fn scl_slope_and_inter_are_applied() {
     let path = dir.path().join("s0.nii");
     nifti::write_samples(&path, &h, &[0.0, 512.0, 1000.0], DataType::I16, false).unwrap();
     assert_eq!(load(&path).unwrap().voxels, vec![0.0, 512.0, 1000.0]);
+    // A valid slope with a NaN intercept: the intercept counts as 0; a NaN slope means none.
+    h.scl_slope = 2.0;
+    h.scl_inter = f64::NAN;
+    let path = dir.path().join("snan.nii");
+    nifti::write_samples(&path, &h, &[0.0, 512.0, 1000.0], DataType::I16, false).unwrap();
+    assert_eq!(load(&path).unwrap().voxels, vec![0.0, 1024.0, 2000.0]);
+    h.scl_slope = f64::NAN;
+    h.scl_inter = 5.0;
+    let path = dir.path().join("nanslope.nii");
+    nifti::write_samples(&path, &h, &[0.0, 512.0, 1000.0], DataType::I16, false).unwrap();
+    assert_eq!(load(&path).unwrap().voxels, vec![0.0, 512.0, 1000.0]);
 }
 
 #[test]

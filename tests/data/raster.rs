@@ -3,7 +3,7 @@
 use crate::shared_data;
 use image::{GrayImage, ImageBuffer, Luma, Rgb, RgbImage};
 use medseg_data::geometry::Geometry;
-use medseg_data::{load, load_labels, save_labels, LabelMap};
+use medseg_data::{load, load_labels, load_mask, save_labels, LabelMap, MaskOptions};
 
 #[test]
 fn formats_and_bit_depths() {
@@ -97,4 +97,56 @@ fn grey_masks_with_other_values_keep_them_as_labels() {
     .save(&p)
     .unwrap();
     assert_eq!(load_labels(&p).unwrap().labels, vec![0, 1]);
+}
+
+/// Grey float32 and int16 TIFFs (what microscopy and some exports write) load with their values.
+#[test]
+fn float_and_signed_tiffs_keep_their_values() {
+    use tiff::encoder::{colortype, TiffEncoder};
+    let dir = tempfile::tempdir().unwrap();
+    let f: Vec<f32> = (0..12).map(|i| i as f32 * 0.25 - 1.5).collect();
+    let p = dir.path().join("f32.tif");
+    let mut enc = TiffEncoder::new(std::fs::File::create(&p).unwrap()).unwrap();
+    enc.write_image::<colortype::Gray32Float>(4, 3, &f).unwrap();
+    let v = load(&p).unwrap();
+    assert_eq!((v.geometry.dims, v.channels), ([4, 3, 1], 1));
+    assert_eq!(v.source.datatype, "float32 grey");
+    assert_eq!(v.voxels, f);
+    let s: Vec<i16> = (0..6).map(|i| i * 1000 - 2500).collect();
+    let p = dir.path().join("i16.tif");
+    let mut enc = TiffEncoder::new(std::fs::File::create(&p).unwrap()).unwrap();
+    enc.write_image::<colortype::GrayI16>(3, 2, &s).unwrap();
+    let v = load(&p).unwrap();
+    assert_eq!(v.voxels, s.iter().map(|&x| x as f32).collect::<Vec<_>>());
+}
+
+/// A mask stored as JPEG is refused as labels, and binarised when a threshold is given: the
+/// disc comes back within a pixel's ring of compression noise.
+#[test]
+fn jpeg_masks_need_a_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let disc = |x: u32, y: u32| (x as i32 - 32).pow(2) + (y as i32 - 24).pow(2) < 15 * 15;
+    let img = GrayImage::from_fn(64, 48, |x, y| Luma([if disc(x, y) { 255 } else { 0 }]));
+    let p = dir.path().join("m.jpg");
+    img.save(&p).unwrap();
+    let e = load_labels(&p).unwrap_err().to_string();
+    assert!(e.contains("lossy") && e.contains("--threshold"), "{e}");
+    let opts = MaskOptions {
+        threshold: Some(0.5),
+        ..MaskOptions::default()
+    };
+    let m = load_mask(&p, &opts).unwrap();
+    assert_eq!(m.foreground_labels(), vec![1]);
+    let wrong = (0..48u32)
+        .flat_map(|y| (0..64u32).map(move |x| (x, y)))
+        .filter(|&(x, y)| (m.labels[(y * 64 + x) as usize] == 1) != disc(x, y))
+        .count();
+    assert!(wrong < 20, "{wrong} pixels differ from the disc");
+    // A clean PNG mask is the same with or without the threshold.
+    let p = dir.path().join("m.png");
+    img.save(&p).unwrap();
+    assert_eq!(
+        load_mask(&p, &opts).unwrap().labels,
+        load_labels(&p).unwrap().labels
+    );
 }

@@ -108,6 +108,7 @@ impl TrainForm {
             stop_after_minutes: None,
             init,
             json: None,
+            masks: Default::default(),
         })
     }
 }
@@ -122,7 +123,7 @@ pub struct DatasetLook {
 /// Scans a dataset folder and loads a sample of its pairs (on a worker).
 pub fn look_at(root: &Path, keep_going: &mut dyn FnMut(usize, usize) -> bool) -> DatasetLook {
     let result = Dataset::scan(root).map_err(|e| e.to_string()).map(|d| {
-        let s = d.survey(32, keep_going);
+        let s = d.survey(32, &Default::default(), keep_going);
         (d, s)
     });
     DatasetLook {

@@ -16,6 +16,38 @@ use medseg_data::DataError;
 use medseg_model::error::GpuError;
 use medseg_model::segment::SegmentError;
 
+/// How mask files become labels, for `medseg train` and `medseg eval` alike.
+#[derive(Clone, Debug, clap::Args)]
+pub struct MaskArgs {
+    /// Binarise masks: foreground where a value passes this fraction of full scale (e.g. 0.5
+    /// for masks stored as JPEG, whose compression noise is not labels).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// Refuse a mask with more distinct foreground values than this (an image passed as a
+    /// mask by mistake).
+    #[arg(long, default_value_t = 255)]
+    pub max_labels: usize,
+}
+
+impl Default for MaskArgs {
+    fn default() -> Self {
+        let o = medseg_data::MaskOptions::default();
+        MaskArgs {
+            threshold: o.threshold,
+            max_labels: o.max_labels,
+        }
+    }
+}
+
+impl MaskArgs {
+    pub fn options(&self) -> medseg_data::MaskOptions {
+        medseg_data::MaskOptions {
+            threshold: self.threshold,
+            max_labels: self.max_labels,
+        }
+    }
+}
+
 /// Where a job reports to.
 pub trait Reporter {
     /// Progress of the current stage ("loading model", "segmenting", ...), `fraction` in [0, 1]

@@ -1,7 +1,7 @@
 //! Train: a network on a dataset folder by the reference protocol, with checkpoints, resume and
 //! a time limit. The CLI's `medseg train` and the app's training tab run this one job.
 
-use super::{JobError, Reporter};
+use super::{JobError, MaskArgs, Reporter};
 use medseg_data::dataset::{load_pairs, Dataset};
 use medseg_model::gpu::GpuContext;
 use medseg_model::nn::net::NetConfig;
@@ -77,6 +77,8 @@ pub struct TrainJob {
     /// written to OUT/report.json.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub masks: MaskArgs,
 }
 
 /// The network configuration the job asks for, checked.
@@ -170,10 +172,32 @@ pub fn train_observed(
         a.data.display()
     ));
     r.progress("loading the dataset", None);
-    let (tr, bad_t) = load_pairs(&train_pairs);
-    let (va, bad_v) = load_pairs(&val_pairs);
+    let masks = a.masks.options();
+    let (tr, bad_t) = load_pairs(&train_pairs, &masks);
+    let (va, bad_v) = load_pairs(&val_pairs, &masks);
     for (p, e) in bad_t.iter().chain(&bad_v) {
         r.log(&format!("skipped {}: {e}", p.stem));
+    }
+    // One unusable pair (a volume, NaN pixels) is skipped and listed, never the whole run.
+    let usable = |loaded: Vec<_>| -> Vec<_> {
+        loaded
+            .into_iter()
+            .filter(|l| match trainer::check_sample(l) {
+                Ok(()) => true,
+                Err(e) => {
+                    r.log(&format!("skipped {}: {e}", l.pair.stem));
+                    false
+                }
+            })
+            .collect()
+    };
+    let (tr, va) = (usable(tr), usable(va));
+    if tr.is_empty() {
+        return Err(JobError::Invalid(format!(
+            "none of the {} training pairs in {} could be used (see the lines above)",
+            train_pairs.len(),
+            a.data.display()
+        )));
     }
     let train_samples = trainer::prepare(&tr, a.size).map_err(JobError::Failed)?;
     let val_samples = trainer::prepare(&va, a.size).map_err(JobError::Failed)?;

@@ -3,7 +3,7 @@
 
 use crate::error::{DataError, Result};
 use crate::preprocess::SeededRng;
-use crate::volume::{load, load_labels, LabelMap, Volume};
+use crate::volume::{load, load_mask, LabelMap, MaskOptions, Volume};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -194,10 +194,10 @@ pub struct Split {
     pub val: Vec<Pair>,
 }
 
-/// Loads one pair; the mask must be on the image's grid.
-pub fn load_pair(pair: &Pair) -> Result<(Volume, LabelMap)> {
+/// Loads one pair, its mask read by `masks`; the mask must be on the image's grid.
+pub fn load_pair(pair: &Pair, masks: &MaskOptions) -> Result<(Volume, LabelMap)> {
     let image = load(&pair.image)?;
-    let mask = load_labels(&pair.mask)?;
+    let mask = load_mask(&pair.mask, masks)?;
     if image.geometry.dims != mask.geometry.dims {
         return Err(DataError::Mismatch(format!(
             "{}: mask is {:?} voxels, its image {} is {:?}",
@@ -219,11 +219,11 @@ pub struct Loaded {
 }
 
 /// Loads every pair it can; the others are returned with their error (skipped, never fatal).
-pub fn load_pairs(pairs: &[Pair]) -> (Vec<Loaded>, Vec<(Pair, DataError)>) {
+pub fn load_pairs(pairs: &[Pair], masks: &MaskOptions) -> (Vec<Loaded>, Vec<(Pair, DataError)>) {
     let mut ok = Vec::new();
     let mut failed = Vec::new();
     for p in pairs {
-        match load_pair(p) {
+        match load_pair(p, masks) {
             Ok((image, mask)) => ok.push(Loaded {
                 pair: p.clone(),
                 image,
@@ -254,7 +254,12 @@ pub struct Survey {
 impl Dataset {
     /// Loads up to `n` pairs (the first by name) and records their sizes, channels and label
     /// values; `keep_going(done, total)` reports progress and can stop early.
-    pub fn survey(&self, n: usize, keep_going: &mut dyn FnMut(usize, usize) -> bool) -> Survey {
+    pub fn survey(
+        &self,
+        n: usize,
+        masks: &MaskOptions,
+        keep_going: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Survey {
         let mut s = Survey {
             min_dims: [usize::MAX; 3],
             ..Survey::default()
@@ -264,7 +269,7 @@ impl Dataset {
             if !keep_going(i, pairs.len()) {
                 break;
             }
-            match load_pair(p) {
+            match load_pair(p, masks) {
                 Ok((image, mask)) => {
                     let d = image.dims();
                     for (k, &n) in d.iter().enumerate() {

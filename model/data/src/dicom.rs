@@ -2,7 +2,8 @@
 //! normal, spacing from the positions, RescaleSlope/Intercept applied (→ HU for CT), single- and
 //! multi-frame files. Positions are converted from DICOM's LPS to RAS+ world coordinates.
 
-use crate::error::{checked_len, DataError, Result};
+use crate::budget;
+use crate::error::{DataError, Result};
 use crate::geometry::{identity, Geometry, Mat4};
 use crate::volume::{Format, Source, Volume};
 use dicom_core::Tag;
@@ -64,6 +65,17 @@ impl Input<'_> {
     }
 }
 
+/// Printable ASCII/UTF-8 text with line breaks in its first kilobyte (a DICOM data set starts
+/// with binary tag numbers).
+fn looks_like_text(bytes: &[u8]) -> bool {
+    let head = &bytes[..bytes.len().min(1024)];
+    !head.is_empty()
+        && head.iter().all(|&b| {
+            b == b'\n' || b == b'\r' || b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80
+        })
+        && std::str::from_utf8(head).is_ok_and(|t| t.chars().any(|c| c.is_alphabetic()))
+}
+
 fn open(path: &Path, header_only: bool) -> Result<DefaultDicomObject> {
     open_input(Input::File(path), header_only)
 }
@@ -73,21 +85,36 @@ fn open_input(input: Input<'_>, header_only: bool) -> Result<DefaultDicomObject>
     let owned;
     let bytes: &[u8] = match input {
         Input::File(p) => {
-            owned = std::fs::read(p).map_err(|e| DataError::io(p, e))?;
+            owned = budget::read_file(p)?;
             &owned
         }
         Input::Bytes(_, b) => b,
     };
     // With the 128-byte preamble, the "DICM" magic follows it.
-    let body = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
-        &bytes[128..]
-    } else {
-        bytes
-    };
+    let preamble = bytes.len() >= 132 && &bytes[128..132] == b"DICM";
+    let body = if preamble { &bytes[128..] } else { bytes };
+    // Without the marker only the name says DICOM: text (a report, a list) is said to be what
+    // it is rather than reported as a broken element.
+    if !preamble && !body.starts_with(b"DICM") && looks_like_text(body) {
+        return Err(DataError::malformed(
+            path,
+            FORMAT,
+            "not a DICOM file: it holds text, and no \"DICM\" marker at byte 128",
+        ));
+    }
     // The parser reserves each element's declared length before reading it; refuse lengths
     // the file cannot hold so a small corrupt file cannot make it reserve gigabytes.
-    crate::dicom_scan::check_declared_lengths(body)
-        .map_err(|p| DataError::malformed(path, FORMAT, p))?;
+    crate::dicom_scan::check_declared_lengths(body).map_err(|p| {
+        if preamble {
+            DataError::malformed(path, FORMAT, p)
+        } else {
+            DataError::malformed(
+                path,
+                FORMAT,
+                format!("not a DICOM file, or a damaged one without its \"DICM\" marker: {p}"),
+            )
+        }
+    })?;
     let mut opts = OpenFileOptions::new();
     if header_only {
         opts = opts.read_until(tags::PIXEL_DATA);
@@ -294,11 +321,13 @@ fn read_frames_from(input: Input<'_>) -> Result<FileFrames> {
         .flatten()
         .and_then(|e| e.to_int::<u16>().ok())
         .unwrap_or(1) as u64;
-    checked_len(
+    budget::check_axes(path, FORMAT, &[rows, cols, nframes as u64])?;
+    // The decoded samples (up to 32 bits each) and their f32 copy are held at once.
+    let samples = budget::product(&[rows, cols, nframes as u64, spp, 4]);
+    budget::check(
         path,
-        "the pixel data",
-        &[rows, cols, nframes as u64, spp, 4],
-        1,
+        "the pixel data and its float copy",
+        &[samples, samples],
     )?;
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
         return Err(DataError::malformed(
@@ -445,9 +474,15 @@ fn read_frames_from(input: Input<'_>) -> Result<FileFrames> {
     let opts = ConvertOptions::new().with_modality_lut(ModalityLutOption::None);
     let mut frames = Vec::with_capacity(nframes as usize);
     for f in 0..decoded.number_of_frames().min(nframes as u32) {
-        let mut data: Vec<f32> = decoded.to_vec_frame_with_options(f, &opts).map_err(|e| {
-            DataError::malformed(path, FORMAT, format!("frame {f}: {}", error_chain(&e)))
-        })?;
+        let planar = channels == 3
+            && decoded.planar_configuration() != dicom_pixeldata::PlanarConfiguration::Standard;
+        let mut data: Vec<f32> = if planar {
+            interleave_planes(path, &decoded, f, (rows * cols) as usize)?
+        } else {
+            decoded.to_vec_frame_with_options(f, &opts).map_err(|e| {
+                DataError::malformed(path, FORMAT, format!("frame {f}: {}", error_chain(&e)))
+            })?
+        };
         if data.len() != (rows * cols) as usize * channels {
             return Err(DataError::malformed(
                 path,
@@ -513,6 +548,51 @@ fn read_frames_from(input: Input<'_>) -> Result<FileFrames> {
         datatype,
         notes,
     })
+}
+
+/// Frame `f` of colour pixel data stored plane by plane (PlanarConfiguration 1: all R, then all
+/// G, then all B) as interleaved RGB samples.
+fn interleave_planes(
+    path: &Path,
+    decoded: &dicom_pixeldata::DecodedPixelData<'_>,
+    f: u32,
+    pixels: usize,
+) -> Result<Vec<f32>> {
+    let bytes_per = (decoded.bits_allocated() as usize).div_ceil(8);
+    if bytes_per != 1 && bytes_per != 2 {
+        return Err(DataError::unsupported(
+            path,
+            FORMAT,
+            format!(
+                "colour planes of {} bits allocated",
+                decoded.bits_allocated()
+            ),
+        ));
+    }
+    let frame = pixels * 3 * bytes_per;
+    let start = f as usize * frame;
+    let data = decoded.data();
+    let Some(raw) = data.get(start..start + frame) else {
+        return Err(DataError::malformed(
+            path,
+            FORMAT,
+            format!("frame {f} lies past the end of the pixel data"),
+        ));
+    };
+    let sample = |i: usize| -> f32 {
+        if bytes_per == 1 {
+            raw[i] as f32
+        } else {
+            u16::from_le_bytes([raw[2 * i], raw[2 * i + 1]]) as f32
+        }
+    };
+    let mut out = Vec::with_capacity(pixels * 3);
+    for p in 0..pixels {
+        for c in 0..3 {
+            out.push(sample(c * pixels + p));
+        }
+    }
+    Ok(out)
 }
 
 fn normal(o: &[f64; 6]) -> [f64; 3] {

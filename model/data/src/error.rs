@@ -25,8 +25,12 @@ pub enum DataError {
         format: &'static str,
         what: String,
     },
-    /// The declared size would need more memory than allowed; nothing was allocated.
-    #[error("{path}: {what} would need {bytes} bytes, over the limit of {limit} bytes")]
+    /// The declared size would need more memory than the budget allows (see [`crate::budget`]);
+    /// nothing was allocated.
+    #[error(
+        "{path}: {what} would need {} bytes, over the limit of {limit} bytes (the memory budget; MEDSEG_MEMORY_LIMIT changes it)",
+        if *bytes == u128::MAX { "more than 2^128".to_string() } else { bytes.to_string() }
+    )]
     TooLarge {
         path: PathBuf,
         what: String,
@@ -74,25 +78,3 @@ impl DataError {
 }
 
 pub type Result<T, E = DataError> = std::result::Result<T, E>;
-
-/// Largest decoded volume (as f32 voxels) a loader will allocate.
-#[cfg(target_pointer_width = "64")]
-pub const MAX_DECODED_BYTES: u64 = 16 << 30;
-#[cfg(not(target_pointer_width = "64"))]
-pub const MAX_DECODED_BYTES: u64 = 1 << 30;
-
-/// Checks that `count` elements of `elem_bytes` each fit under [`MAX_DECODED_BYTES`] and returns
-/// the count as usize. Products are formed in u128 so absurd headers cannot overflow.
-pub(crate) fn checked_len(path: &Path, what: &str, dims: &[u64], elem_bytes: u64) -> Result<usize> {
-    let count: u128 = dims.iter().map(|&d| d as u128).product();
-    let bytes = count * elem_bytes as u128;
-    if bytes > MAX_DECODED_BYTES as u128 {
-        return Err(DataError::TooLarge {
-            path: path.to_path_buf(),
-            what: what.to_string(),
-            bytes,
-            limit: MAX_DECODED_BYTES,
-        });
-    }
-    Ok(count as usize)
-}

@@ -4,7 +4,7 @@
 use crate::dataset::files_by_stem;
 use crate::error::{DataError, Result};
 use crate::metrics::{binary_metrics, nanmean, CaseMetrics};
-use crate::volume::{load_labels, LabelMap};
+use crate::volume::{load_mask, LabelMap, MaskOptions};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,8 @@ pub struct EvalOptions {
     pub nsd_tolerance_mm: f64,
     /// Spacing given to 2-D raster masks (which carry none); 1 mm by default.
     pub raster_spacing_mm: [f64; 2],
+    /// How mask files become labels (thresholding, the most distinct labels allowed).
+    pub masks: MaskOptions,
 }
 
 impl Default for EvalOptions {
@@ -22,6 +24,7 @@ impl Default for EvalOptions {
         EvalOptions {
             nsd_tolerance_mm: 2.0,
             raster_spacing_mm: [1.0, 1.0],
+            masks: MaskOptions::default(),
         }
     }
 }
@@ -47,6 +50,10 @@ pub struct EvalReport {
     pub nsd_tolerance_mm: f64,
     pub predictions_without_reference: Vec<PathBuf>,
     pub references_without_prediction: Vec<PathBuf>,
+    /// (case, label) of labels found only in the prediction: by the TransUNet convention the
+    /// papers use (MODEL-SPEC §A.12) they score DSC 1 and distances 0, while IoU and precision
+    /// are 0 — said in the report so a reader is not misled.
+    pub labels_only_in_prediction: Vec<(String, u16)>,
 }
 
 fn is_raster(m: &LabelMap) -> bool {
@@ -66,7 +73,8 @@ fn means<'a>(entries: impl Iterator<Item = &'a CaseEntry> + Clone) -> BTreeMap<&
         .collect()
 }
 
-/// Metrics of one case for every label present in either map.
+/// Metrics of one case for every label present in either map; `case` names the two files in
+/// messages.
 pub fn evaluate_case(
     case: &str,
     pred: &LabelMap,
@@ -75,13 +83,13 @@ pub fn evaluate_case(
 ) -> Result<Vec<CaseEntry>> {
     if pred.geometry.dims != gt.geometry.dims {
         return Err(DataError::Mismatch(format!(
-            "{case}: prediction is {:?} voxels, reference {:?}",
+            "{case}: the prediction is {:?} voxels, the reference {:?}",
             pred.geometry.dims, gt.geometry.dims
         )));
     }
     if !pred.geometry.matches(&gt.geometry, 1e-3) {
         return Err(DataError::Mismatch(format!(
-            "{case}: prediction and reference lie on different grids (affines {:?} and {:?})",
+            "{case}: the prediction and the reference lie on different grids (affines {:?} and {:?})",
             pred.geometry.world_from_voxel, gt.geometry.world_from_voxel
         )));
     }
@@ -111,6 +119,7 @@ pub fn evaluate(
     // (TP, FP, FN) per label over every case.
     let mut pooled: BTreeMap<u16, [u64; 3]> = BTreeMap::new();
     let mut predictions_without_reference = Vec::new();
+    let mut labels_only_in_prediction = Vec::new();
     let total = preds.len();
     let mut paired = 0;
     for (i, (stem, pred_path)) in preds.into_iter().enumerate() {
@@ -122,8 +131,8 @@ pub fn evaluate(
             continue;
         };
         paired += 1;
-        let mut pred = load_labels(&pred_path)?;
-        let mut gt = load_labels(&gt_path)?;
+        let mut pred = load_mask(&pred_path, &opts.masks)?;
+        let mut gt = load_mask(&gt_path, &opts.masks)?;
         for m in [&mut pred, &mut gt] {
             if is_raster(m) {
                 let [sx, sy] = opts.raster_spacing_mm;
@@ -131,14 +140,33 @@ pub fn evaluate(
                     crate::geometry::Geometry::axis_aligned(m.geometry.dims, [sx, sy, 1.0]);
             }
         }
-        let entries = evaluate_case(&stem, &pred, &gt, opts.nsd_tolerance_mm)?;
-        for e in &entries {
-            let acc = pooled.entry(e.label).or_default();
-            for (&p, &g) in pred.labels.iter().zip(&gt.labels) {
-                let (p, g) = (p == e.label, g == e.label);
-                acc[0] += (p && g) as u64;
-                acc[1] += (p && !g) as u64;
-                acc[2] += (!p && g) as u64;
+        let both = format!(
+            "{} (prediction) and {} (reference)",
+            pred_path.display(),
+            gt_path.display()
+        );
+        let mut entries = evaluate_case(&both, &pred, &gt, opts.nsd_tolerance_mm)?;
+        let in_reference = gt.foreground_labels();
+        for e in &mut entries {
+            e.case.clone_from(&stem);
+            pooled.entry(e.label).or_default();
+            if in_reference.binary_search(&e.label).is_err() {
+                labels_only_in_prediction.push((stem.clone(), e.label));
+            }
+        }
+        // One pass over the voxels for every label's counts.
+        for (&p, &g) in pred.labels.iter().zip(&gt.labels) {
+            if p == g {
+                if p != 0 {
+                    pooled.entry(p).or_default()[0] += 1;
+                }
+            } else {
+                if p != 0 {
+                    pooled.entry(p).or_default()[1] += 1;
+                }
+                if g != 0 {
+                    pooled.entry(g).or_default()[2] += 1;
+                }
             }
         }
         cases.extend(entries);
@@ -172,6 +200,7 @@ pub fn evaluate(
         nsd_tolerance_mm: opts.nsd_tolerance_mm,
         predictions_without_reference,
         references_without_prediction: gts.into_values().collect(),
+        labels_only_in_prediction,
     })
 }
 
@@ -203,6 +232,11 @@ impl EvalReport {
         s.push('\n');
         for (l, d) in &self.pooled_dice {
             s += &format!("pooled DSC of label {l} over all cases: {d:.4}\n");
+        }
+        for (case, label) in &self.labels_only_in_prediction {
+            s += &format!(
+                "note: {case}: label {label} is only in the prediction; it scores DSC 1 and HD95/ASSD 0 by the TransUNet convention (MODEL-SPEC §A.12), IoU and precision 0\n"
+            );
         }
         for p in &self.predictions_without_reference {
             s += &format!(

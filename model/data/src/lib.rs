@@ -3,6 +3,7 @@
 //! inference over any model, and evaluation metrics in millimetres.
 
 pub mod atomic;
+pub mod budget;
 pub mod dataset;
 pub mod dicom;
 mod dicom_scan;
@@ -20,7 +21,7 @@ pub mod volume;
 
 pub use error::{DataError, Result};
 pub use geometry::Geometry;
-pub use volume::{load, load_labels, Format, LabelMap, Source, Volume};
+pub use volume::{load, load_labels, load_mask, Format, LabelMap, MaskOptions, Source, Volume};
 
 use std::path::Path;
 

@@ -8,6 +8,10 @@
 //! * DSC/HD95/ASSD with empty masks: |P| > 0, |G| = 0 → (DSC 1, distances 0); |P| = 0 → (0, 0);
 //! * NSD: G and P empty → 1, exactly one empty → 0;
 //! * HD95 is the 95th percentile (linear interpolation) of both directed distance sets together;
+//! * ASSD pools both directions: the sum of the distances from every surface voxel of P to G and
+//!   from every surface voxel of G to P, over the number of surface voxels of both (medpy ≥ 0.5,
+//!   MONAI) — not the mean of the two directed means (medpy ≤ 0.4), which weighs a small
+//!   surface as much as a large one;
 //! * NSD weighs every surface voxel equally (the DeepMind implementation weighs surface elements by
 //!   their area instead; the two agree closely on smooth shapes but are not identical);
 //! * ratios whose denominator is 0 (e.g. precision with no predicted voxel) are NaN, reported as
@@ -277,8 +281,7 @@ pub fn binary_metrics(pred: &[bool], gt: &[bool], geometry: &Geometry, tau_mm: f
         let (sp, sg) = (surface(pred, geometry.dims), surface(gt, geometry.dims));
         let pg = directed_surface_distances(&sp, &sg, geometry);
         let gp = directed_surface_distances(&sg, &sp, geometry);
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        let assd = (mean(&pg) + mean(&gp)) / 2.0;
+        let assd = pg.iter().chain(&gp).sum::<f64>() / (pg.len() + gp.len()) as f64;
         let within = pg.iter().chain(&gp).filter(|&&d| d <= tau_mm).count();
         let nsd = within as f64 / (pg.len() + gp.len()) as f64;
         let mut all: Vec<f64> = pg.into_iter().chain(gp).collect();

@@ -7,7 +7,8 @@
 //! sform when sform_code > 0, else qform when qform_code > 0, else pixdim scaling.
 
 use crate::atomic::write_atomic;
-use crate::error::{checked_len, DataError, Result};
+use crate::budget;
+use crate::error::{DataError, Result};
 use crate::geometry::{affine_to_quatern, det3, identity, quatern_to_affine, Geometry, Mat4};
 use crate::volume::{Format, LabelMap, Source, Volume};
 use flate2::read::GzDecoder;
@@ -481,14 +482,18 @@ impl NiftiHeader {
             )));
         }
         let [nx, ny, nz, nt] = [dims[0], dims[1], dims[2], dims[3]];
-        // The decoded image (f32 per channel) must fit in memory.
-        checked_len(
+        budget::check_axes(path, FORMAT, &dims[..4])?;
+        // One volume as stored and its f32 copy are held at once; both must fit the budget.
+        let stored = budget::product(&[nx, ny, nz, dt.size() as u64]);
+        budget::check(
             path,
-            "the image",
-            &[nx, ny, nz, nt, dt.channels() as u64, 4],
-            1,
+            "one volume and its float copy",
+            &[
+                stored,
+                budget::product(&[nx, ny, nz, dt.channels() as u64, 4]),
+            ],
         )?;
-        let volume_bytes = checked_len(path, "one volume", &[nx, ny, nz, dt.size() as u64], 1)?;
+        let volume_bytes = stored.expect("checked against the budget") as usize;
         let grid = [nx as usize, ny as usize, nz as usize];
 
         // Spacing from pixdim (used by the qform and the fallback).
@@ -687,7 +692,8 @@ fn read_stream(path: &Path, mut s: Stream<'_>, t: usize) -> Result<Volume> {
             layout.volumes
         )));
     }
-    let start = h.vox_offset as u64 - h.header_size() as u64 + (t * layout.volume_bytes) as u64;
+    let start =
+        h.vox_offset as u64 - h.header_size() as u64 + t as u64 * layout.volume_bytes as u64;
     if let Some(len) = s.len {
         // Uncompressed: compare with the real length before reading anything.
         let need = h.vox_offset as u128 + (layout.volumes as u128) * layout.volume_bytes as u128;
@@ -729,12 +735,17 @@ fn read_stream(path: &Path, mut s: Stream<'_>, t: usize) -> Result<Volume> {
         ));
     }
     let mut voxels = decode(&bytes, layout.datatype, h.little_endian);
+    // NIfTI scaling: a slope of 0 or a non-finite slope means no scaling; a non-finite
+    // intercept with a valid slope counts as 0.
     let slope = h.scl_slope;
-    let inter = h.scl_inter;
+    let inter = if h.scl_inter.is_finite() {
+        h.scl_inter
+    } else {
+        0.0
+    };
     let scaled = layout.datatype.channels() == 1
         && slope.is_finite()
         && slope != 0.0
-        && inter.is_finite()
         && (slope != 1.0 || inter != 0.0);
     if scaled {
         for v in voxels.iter_mut() {

@@ -169,6 +169,13 @@ pub fn sniff(head: &[u8]) -> Sniffed {
 }
 
 fn read_head(path: &Path) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(DataError::Invalid(format!(
+            "{}: not a regular file (a device or pipe)",
+            path.display()
+        )));
+    }
     let mut f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
     let mut head = Vec::with_capacity(132);
     f.by_ref()
@@ -308,6 +315,68 @@ fn labels_from_volume(v: Volume) -> Result<LabelMap> {
         }
         labels.push(r as u16);
     }
+    Ok(LabelMap {
+        geometry: v.geometry,
+        labels,
+        nifti: v.source.nifti,
+    })
+}
+
+/// How a mask file becomes labels for training and evaluation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MaskOptions {
+    /// Binarise: foreground where the value passes this fraction of the file's full scale (255
+    /// for 8-bit images, 65535 for 16-bit; NIfTI values as stored). Colour is averaged first.
+    /// Needed for masks stored lossily (JPEG); off by default.
+    pub threshold: Option<f64>,
+    /// More distinct foreground values than this is refused (an image passed as a mask, a
+    /// noisy mask), unless thresholded.
+    pub max_labels: usize,
+}
+
+impl Default for MaskOptions {
+    fn default() -> Self {
+        MaskOptions {
+            threshold: None,
+            max_labels: 255,
+        }
+    }
+}
+
+/// Opens a mask by `opts`: thresholded when asked, else as [`load_labels`] with at most
+/// `max_labels` distinct foreground values.
+pub fn load_mask(path: &Path, opts: &MaskOptions) -> Result<LabelMap> {
+    let Some(t) = opts.threshold else {
+        let labels = load_labels(path)?;
+        let n = labels.foreground_labels().len();
+        if n > opts.max_labels {
+            return Err(DataError::Invalid(format!(
+                "{}: holds {n} distinct label values, more than the {} a mask may have; is it an image rather than a mask? Pass --threshold to binarise it, or --max-labels to allow more",
+                path.display(),
+                opts.max_labels
+            )));
+        }
+        return Ok(labels);
+    };
+    if !(0.0..1.0).contains(&t) {
+        return Err(DataError::Invalid(format!(
+            "the mask threshold is {t}; it is a fraction of full scale in [0, 1)"
+        )));
+    }
+    let v = load(path)?;
+    let full = match v.source.format {
+        Format::Nifti1 | Format::Nifti2 | Format::Dicom => 1.0,
+        _ if v.source.datatype.starts_with("uint16") => 65535.0,
+        _ if v.source.datatype.starts_with("float") => 1.0,
+        _ => 255.0,
+    };
+    let cut = (t * full) as f32;
+    let c = v.channels.max(1);
+    let labels = v
+        .voxels
+        .chunks_exact(c)
+        .map(|px| (px.iter().sum::<f32>() / c as f32 > cut) as u16)
+        .collect();
     Ok(LabelMap {
         geometry: v.geometry,
         labels,
