@@ -6,6 +6,7 @@
 
 use crate::{gpu, shared_dir};
 use medseg_data::dataset::{load_pairs, Dataset};
+use medseg_data::MaskOptions;
 use medseg_model::segment::SegModel;
 use medseg_model::train::trainer::{pooled_dsc, prepare};
 use std::path::{Path, PathBuf};
@@ -43,7 +44,7 @@ fn check(id: &str, data: &Path, first: Option<usize>, tol: f64, floor: f64) {
         ds.split(seed, 0.2)
     };
     let val_pairs = &split.val[..first.unwrap_or(usize::MAX).min(split.val.len())];
-    let (loaded, bad) = load_pairs(val_pairs);
+    let (loaded, bad) = load_pairs(val_pairs, &MaskOptions::default());
     assert!(bad.is_empty(), "{bad:?}");
     let val = prepare(&loaded, model.input.size).unwrap();
     let dsc = pooled_dsc(&mut model.net, &val, 4).unwrap();

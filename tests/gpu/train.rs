@@ -4,6 +4,7 @@
 use crate::{gpu, shared_dir, Lcg};
 use medseg_data::dataset::{load_pairs, Dataset};
 use medseg_data::preprocess::Sample;
+use medseg_data::MaskOptions;
 use medseg_model::fixtures::{tensor, values};
 use medseg_model::nn::net::NetConfig;
 use medseg_model::nn::params::NamedParams;
@@ -110,9 +111,9 @@ fn polyp(n_train: usize, n_val: usize, size: usize) -> (Vec<Sample>, Vec<Sample>
     let data = shared_dir().join("data/polyp");
     let ds = Dataset::scan(&data).expect("../shared/data/polyp");
     let split = ds.split_from_file(&data.join("split.json")).unwrap();
-    let (tr, bad) = load_pairs(&split.train[..n_train]);
+    let (tr, bad) = load_pairs(&split.train[..n_train], &MaskOptions::default());
     assert!(bad.is_empty(), "{bad:?}");
-    let (va, bad) = load_pairs(&split.val[..n_val]);
+    let (va, bad) = load_pairs(&split.val[..n_val], &MaskOptions::default());
     assert!(bad.is_empty(), "{bad:?}");
     (
         trainer::prepare(&tr, size).unwrap(),

@@ -3,6 +3,7 @@
 
 use crate::{gpu, shared_dir, Lcg};
 use medseg_data::dataset::{load_pairs, Dataset};
+use medseg_data::MaskOptions;
 use medseg_model::fixtures::{rel_l2, tensor, values};
 use medseg_model::nn::net::{Net, NetConfig};
 use medseg_model::nn::params::{Loader, NamedParams};
@@ -105,9 +106,9 @@ fn usema_training_on_polyp_images_lowers_the_loss() {
     let data = shared_dir().join("data/polyp");
     let ds = Dataset::scan(&data).expect("../shared/data/polyp");
     let split = ds.split_from_file(&data.join("split.json")).unwrap();
-    let (tr, bad) = load_pairs(&split.train[..32]);
+    let (tr, bad) = load_pairs(&split.train[..32], &MaskOptions::default());
     assert!(bad.is_empty());
-    let (va, _) = load_pairs(&split.val[..8]);
+    let (va, _) = load_pairs(&split.val[..8], &MaskOptions::default());
     let size = 64;
     let train = trainer::prepare(&tr, size).unwrap();
     let val = trainer::prepare(&va, size).unwrap();

@@ -94,25 +94,34 @@ pub struct TrainSummary {
     pub cancelled: bool,
 }
 
+/// Why a loaded pair cannot be trained on (a volume in this 2-D trainer, NaN or infinite
+/// pixels), naming the file; the run skips such pairs and lists them.
+pub fn check_sample(l: &Loaded) -> Result<(), String> {
+    let d = l.image.geometry.dims[2];
+    if d != 1 {
+        return Err(format!(
+            "{}: a volume ({d} slices); this trainer takes 2-D images",
+            l.pair.image.display()
+        ));
+    }
+    if let Some(i) = l.image.voxels.iter().position(|v| !v.is_finite()) {
+        return Err(format!(
+            "{}: the image holds NaN or infinite values (sample {i} is {})",
+            l.pair.image.display(),
+            l.image.voxels[i]
+        ));
+    }
+    Ok(())
+}
+
 /// Images normalised the official way (per-image min–max to [0, 255]) and resized to `size`²
 /// (bilinear, masks too, so targets are soft at the edges as in the official pipeline).
 pub fn prepare(loaded: &[Loaded], size: usize) -> Result<Vec<Sample>, String> {
     loaded
         .iter()
         .map(|l| {
-            let [w, h, d] = l.image.geometry.dims;
-            if d != 1 {
-                return Err(format!(
-                    "{}: a volume ({d} slices); this trainer takes 2-D images",
-                    l.pair.image.display()
-                ));
-            }
-            if l.image.voxels.iter().any(|v| !v.is_finite()) {
-                return Err(format!(
-                    "{}: the image holds NaN or infinite values",
-                    l.pair.image.display()
-                ));
-            }
+            check_sample(l)?;
+            let [w, h, _] = l.image.geometry.dims;
             let c = l.image.channels;
             let mut image = l.image.voxels.clone();
             if c == 1 {
