@@ -94,6 +94,18 @@ fn train_from_the_panel_pause_resume_stop_then_segment() {
             .len()
             >= 2
     });
+    // The validation previews: both validation images (a quarter of 8), shown as textures.
+    h.run_steps(2);
+    {
+        let app = h.state();
+        let live = app.training.as_ref().unwrap().live.lock().unwrap();
+        let p = live.previews.as_ref().expect("previews after an epoch");
+        assert_eq!((p.rgba.len(), p.side), (2, 64));
+        assert!(p.rgba.iter().all(|px| px.len() == 64 * 64 * 4));
+        assert!(p.dsc.iter().all(|d| (0.0..=1.0).contains(d)));
+        let (epoch, textures) = app.train_previews.as_ref().expect("preview textures");
+        assert_eq!((*epoch, textures.len()), (p.epoch, 2));
+    }
     // MEDSEG_SCREENSHOT_DIR=docs keeps a picture of the panel mid-run (the README's).
     if let Some(dir) = std::env::var_os("MEDSEG_SCREENSHOT_DIR") {
         h.run_steps(3);
@@ -157,4 +169,34 @@ fn train_from_the_panel_pause_resume_stop_then_segment() {
         .expect("a proposal from the trained model");
     assert!(review.model.contains("polyp"), "{}", review.model);
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A preview of a hand-made 4×4 sample: the prediction tinted red, the reference outline green,
+/// the rest as it was, and the DSC of the two.
+#[test]
+fn validation_previews_tint_the_prediction_and_outline_the_reference() {
+    use medseg::gui::training::Previews;
+    use medseg_data::preprocess::Sample;
+    let sample = Sample {
+        width: 4,
+        height: 4,
+        channels: 3,
+        image: vec![100.0; 4 * 4 * 3],
+        // Reference: the left half (columns 0 and 1).
+        mask: (0..16).map(|i| ((i % 4) < 2) as u8 as f32).collect(),
+    };
+    // Prediction: the top half (rows 0 and 1).
+    let predicted: Vec<f32> = (0..16).map(|i| if i / 4 < 2 { 0.9 } else { 0.1 }).collect();
+    let p = Previews::compose(3, &[sample], &[predicted]);
+    assert_eq!((p.epoch, p.side, p.rgba.len()), (3, 4, 1));
+    // TP 4 (top-left quarter), FP 4, FN 4: DSC 8 / 16.
+    assert!((p.dsc[0] - 0.5).abs() < 1e-12);
+    let px = |x: usize, y: usize| &p.rgba[0][(y * 4 + x) * 4..(y * 4 + x) * 4 + 4];
+    // Every reference pixel lies on its outline (the region is two wide): green.
+    assert_eq!(px(0, 3), &[60, 230, 90, 255]);
+    assert_eq!(px(1, 0), &[60, 230, 90, 255]);
+    // Predicted only: tinted red (0.55 · 100 + 0.45 · 255 = 169.75 → 170; 0.55 · 100 + 18 = 73).
+    assert_eq!(px(3, 0), &[170, 73, 73, 255]);
+    // Neither: unchanged.
+    assert_eq!(px(3, 3), &[100, 100, 100, 255]);
 }

@@ -135,6 +135,8 @@ pub struct MedsegApp {
     pub train_form: super::training::TrainForm,
     pub train_look: Option<super::training::DatasetLook>,
     pub training: Option<super::training::TrainingRun>,
+    /// Textures of the training tab's validation previews, with the epoch they show.
+    pub train_previews: Option<(usize, Vec<egui::TextureHandle>)>,
     /// The window closes once the training run has stopped and saved.
     pub(crate) close_after_training: bool,
     pub(crate) ctx: egui::Context,
@@ -204,6 +206,7 @@ impl MedsegApp {
             train_form: Default::default(),
             train_look: None,
             training: None,
+            train_previews: None,
             close_after_training: false,
             ctx: egui::Context::default(),
             ctx_slot: slot,

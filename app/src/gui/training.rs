@@ -6,6 +6,7 @@
 use crate::jobs::train::TrainJob;
 use crate::jobs::{JobError, Reporter};
 use medseg_data::dataset::{Dataset, Survey};
+use medseg_data::preprocess::Sample;
 use medseg_model::gpu::GpuContext;
 use medseg_model::train::trainer::{EpochReport, Event, TrainSummary};
 use std::path::{Path, PathBuf};
@@ -109,6 +110,7 @@ impl TrainForm {
             init,
             json: None,
             masks: Default::default(),
+            previews: PREVIEWS,
         })
     }
 }
@@ -154,6 +156,89 @@ pub struct Live {
     pub best: Option<PathBuf>,
     /// When the run ended: its summary or the error.
     pub finished: Option<Result<TrainSummary, String>>,
+    /// The first validation images with the latest epoch's prediction over them.
+    pub previews: Option<Previews>,
+}
+
+/// Validation images as the tab shows them after an epoch: RGBA, the prediction (foreground
+/// probability ≥ 0.5) tinted red, the reference mask's outline green.
+#[derive(Clone, Debug)]
+pub struct Previews {
+    pub epoch: usize,
+    pub side: usize,
+    pub rgba: Vec<Vec<u8>>,
+    /// DSC of each image's prediction.
+    pub dsc: Vec<f64>,
+}
+
+/// How many validation images the tab shows.
+pub const PREVIEWS: usize = 4;
+
+impl Previews {
+    pub fn compose(epoch: usize, samples: &[Sample], predicted: &[Vec<f32>]) -> Self {
+        let side = samples.first().map_or(0, |s| s.width);
+        let mut rgba = Vec::new();
+        let mut dsc = Vec::new();
+        for (s, p) in samples.iter().zip(predicted) {
+            let (w, h) = (s.width, s.height);
+            let fg = |m: &[f32], x: usize, y: usize| m[y * w + x] >= 0.5;
+            let (mut tp, mut fp, mut fn_) = (0u64, 0u64, 0u64);
+            let mut out = Vec::with_capacity(w * h * 4);
+            for y in 0..h {
+                for x in 0..w {
+                    let i = y * w + x;
+                    // Samples are normalised to [0, 255], channels interleaved.
+                    let c = s.channels;
+                    let px: [f32; 3] = if c >= 3 {
+                        [s.image[i * c], s.image[i * c + 1], s.image[i * c + 2]]
+                    } else {
+                        [s.image[i * c]; 3]
+                    };
+                    let (pred, truth) = (p[i] >= 0.5, fg(&s.mask, x, y));
+                    tp += (pred && truth) as u64;
+                    fp += (pred && !truth) as u64;
+                    fn_ += (!pred && truth) as u64;
+                    let edge = truth
+                        && [(-1i64, 0i64), (1, 0), (0, -1), (0, 1)]
+                            .iter()
+                            .any(|(dx, dy)| {
+                                let (nx, ny) = (x as i64 + dx, y as i64 + dy);
+                                nx < 0
+                                    || ny < 0
+                                    || nx >= w as i64
+                                    || ny >= h as i64
+                                    || !fg(&s.mask, nx as usize, ny as usize)
+                            });
+                    let mut rgb = px.map(|v| v.clamp(0.0, 255.0));
+                    if pred {
+                        rgb = [
+                            rgb[0] * 0.55 + 255.0 * 0.45,
+                            rgb[1] * 0.55 + 40.0 * 0.45,
+                            rgb[2] * 0.55 + 40.0 * 0.45,
+                        ];
+                    }
+                    if edge {
+                        rgb = [60.0, 230.0, 90.0];
+                    }
+                    out.extend(rgb.map(|v| v.round() as u8));
+                    out.push(255);
+                }
+            }
+            let d = 2 * tp + fp + fn_;
+            dsc.push(if d == 0 {
+                1.0
+            } else {
+                2.0 * tp as f64 / d as f64
+            });
+            rgba.push(out);
+        }
+        Previews {
+            epoch,
+            side,
+            rgba,
+            dsc,
+        }
+    }
 }
 
 impl Live {
@@ -242,6 +327,16 @@ impl TrainingRun {
                                     l.steps_done = (*epoch - 1) * *steps + *step;
                                     let x = (*epoch - 1) as f64 + *step as f64 / *steps as f64;
                                     l.steps.push((x, *loss));
+                                }
+                            }
+                            Event::Previews {
+                                epoch,
+                                samples,
+                                predicted,
+                            } => {
+                                let p = Previews::compose(*epoch, samples, predicted);
+                                if let Ok(mut l) = live.lock() {
+                                    l.previews = Some(p);
                                 }
                             }
                             Event::Epoch(e) => {

@@ -79,6 +79,10 @@ pub struct TrainJob {
     pub json: Option<PathBuf>,
     #[command(flatten)]
     pub masks: MaskArgs,
+    /// Validation images whose predictions are reported after each epoch (the training tab
+    /// shows them); not a flag.
+    #[arg(skip)]
+    pub previews: usize,
 }
 
 /// The network configuration the job asks for, checked.
@@ -206,6 +210,7 @@ pub fn train_observed(
     cfg.batch = a.batch;
     cfg.size = a.size;
     cfg.seed = a.seed;
+    cfg.previews = a.previews;
     cfg.schedule.max_lr = a.lr;
     cfg.schedule.min_lr = a.lr / 100.0;
     if !a.class_names.is_empty() {
@@ -312,6 +317,7 @@ pub fn train_observed(
                         Some(step as f32 / steps.max(1) as f32),
                     ) && !r.cancelled()
                 }
+                Event::Previews { .. } => !r.cancelled(),
                 Event::Epoch(e) => {
                     // The allocator's reserved pool: the high-water mark of the epoch's buffers.
                     let pool = device

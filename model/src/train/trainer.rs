@@ -37,6 +37,9 @@ pub struct TrainConfig {
     /// How images are prepared (stored with every checkpoint for inference); its size follows
     /// `size` when checkpoints are written.
     pub input: InputSpec,
+    /// Validation samples (the first ones) whose predictions are reported after each epoch
+    /// ([`Event::Previews`]); 0 for none.
+    pub previews: usize,
 }
 
 impl TrainConfig {
@@ -55,6 +58,7 @@ impl TrainConfig {
             augment: true,
             drop_path: 0.2,
             input: InputSpec::reference(256, InputSpec::default_classes(net_classes)),
+            previews: 0,
         }
     }
 }
@@ -82,6 +86,13 @@ pub enum Event<'a> {
         loss: f64,
     },
     Epoch(&'a EpochReport),
+    /// After an epoch's report: the first [`TrainConfig::previews`] validation samples and the
+    /// network's foreground probability for each (one value per pixel).
+    Previews {
+        epoch: usize,
+        samples: &'a [Sample],
+        predicted: &'a [Vec<f32>],
+    },
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -209,11 +220,7 @@ fn confusion(
     device: &Device,
 ) -> Result<[f64; 3], String> {
     let mut acc = [0.0f64; 3];
-    // A copy of the network outside autodiff: validation must not record a graph (it would
-    // hold every batch's activations until the next backward pass).
-    let mut eval = net.clone();
-    eval.visit_params("", &mut |_, mut p| p.to_constant());
-    let device = device.clone().inner();
+    let (mut eval, device) = inference_copy(net, device);
     for chunk in val.chunks(batch.max(1)) {
         let refs: Vec<&Sample> = chunk.iter().collect();
         let (x, y) = batch_tensors(&refs, &device);
@@ -227,6 +234,32 @@ fn confusion(
         acc[2] += scalar(fn_)?;
     }
     Ok(acc)
+}
+
+/// A copy of the network outside autodiff: validation must not record a graph (it would hold
+/// every batch's activations until the next backward pass).
+fn inference_copy(net: &Net, device: &Device) -> (Net, Device) {
+    let mut eval = net.clone();
+    eval.visit_params("", &mut |_, mut p| p.to_constant());
+    (eval, device.clone().inner())
+}
+
+/// The foreground probability of each sample (one value per pixel), outside autodiff.
+pub fn foreground_maps(net: &mut Net, samples: &[Sample]) -> Result<Vec<Vec<f32>>, String> {
+    if samples.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (mut eval, device) = inference_copy(net, &net.device());
+    let refs: Vec<&Sample> = samples.iter().collect();
+    let (x, _) = batch_tensors(&refs, &device);
+    let p = eval
+        .foreground(x)?
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| format!("reading back: {e:?}"))?;
+    let per = p.len() / samples.len();
+    Ok(p.chunks(per).map(|c| c.to_vec()).collect())
 }
 
 /// Pooled validation DSC (foreground probability > 0.5 against masks > 0.5, over all pixels of
@@ -492,7 +525,16 @@ pub fn train(
             }
             super::checkpoint::save_state(dir, net, cfg, state)?;
         }
-        let go_on = on_event(Event::Epoch(&report));
+        let mut go_on = on_event(Event::Epoch(&report));
+        if cfg.previews > 0 && !val.is_empty() {
+            let shown = &val[..cfg.previews.min(val.len())];
+            let predicted = foreground_maps(net, shown)?;
+            go_on &= on_event(Event::Previews {
+                epoch: epoch + 1,
+                samples: shown,
+                predicted: &predicted,
+            });
+        }
         let summary = &mut state.summary;
         if let Some(dir) = out {
             let body = serde_json::to_vec_pretty(&*summary).map_err(|e| e.to_string())?;

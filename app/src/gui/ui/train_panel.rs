@@ -99,6 +99,7 @@ impl MedsegApp {
                 }
             }
         });
+        self.refresh_train_previews(ui.ctx());
         let Some(run) = &self.training else {
             return;
         };
@@ -107,6 +108,19 @@ impl MedsegApp {
         let live = run.live.lock().unwrap_or_else(|p| p.into_inner());
         self.train_status_ui(ui, run, &live);
         train_curves(ui, &live);
+        if let (Some((epoch, textures)), Some(p)) = (&self.train_previews, &live.previews) {
+            ui.label(format!(
+                "Validation images after epoch {epoch}: prediction in red, reference outline in green"
+            ));
+            ui.horizontal_wrapped(|ui| {
+                for (t, d) in textures.iter().zip(&p.dsc) {
+                    ui.vertical(|ui| {
+                        ui.add(egui::Image::new(t).fit_to_exact_size(egui::vec2(112.0, 112.0)));
+                        ui.small(format!("DSC {d:.2}"));
+                    });
+                }
+            });
+        }
         let mut use_model = None;
         if let Some(best) = &live.best {
             let label = if live.finished.is_some() {
@@ -281,6 +295,40 @@ impl MedsegApp {
                 }
             }
         }
+    }
+
+    /// Uploads the validation previews as textures when an epoch brought new ones.
+    fn refresh_train_previews(&mut self, ctx: &egui::Context) {
+        let Some(run) = &self.training else {
+            self.train_previews = None;
+            return;
+        };
+        let live = run.live.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(p) = &live.previews else {
+            return;
+        };
+        if self
+            .train_previews
+            .as_ref()
+            .is_some_and(|(e, _)| *e == p.epoch)
+        {
+            return;
+        }
+        let textures = p
+            .rgba
+            .iter()
+            .enumerate()
+            .map(|(i, px)| {
+                ctx.load_texture(
+                    format!("training-preview-{i}"),
+                    egui::ColorImage::from_rgba_unmultiplied([p.side, p.side], px),
+                    egui::TextureOptions::LINEAR,
+                )
+            })
+            .collect();
+        let epoch = p.epoch;
+        drop(live);
+        self.train_previews = Some((epoch, textures));
     }
 
     fn train_status_ui(&self, ui: &mut egui::Ui, run: &TrainingRun, live: &Live) {
