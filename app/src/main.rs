@@ -78,7 +78,7 @@ enum Command {
     /// loss (BceDice; USEMA: deep-supervised Dice + CE), AdamW, cosine from --lr (1e-3) to a
     /// hundredth of it. Writes best/last checkpoints (safetensors + JSON), the resumable state,
     /// history.json, log.jsonl and report.json to OUT. Also `medseg --train ...`.
-    Train(TrainJob),
+    Train(Box<TrainJob>),
     /// Segment images, volumes or DICOM folders with a bundled model or a checkpoint; masks are
     /// written to OUT (PNG for 2-D raster images, NIfTI with the source's header otherwise).
     /// A file that fails is reported and the others go on; the exit status is non-zero if any
