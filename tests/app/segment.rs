@@ -33,6 +33,7 @@ fn checkpoint(dir: &std::path::Path, device: &burn::tensor::Device) -> PathBuf {
         lr: 1e-3,
         train_loss: 1.0,
         val_dsc: None,
+        val_dsc_per_class: None,
         seconds: 0.0,
         train_images_per_s: 0.0,
     };

@@ -338,3 +338,82 @@ fn unusable_pairs_are_skipped_and_listed() {
     }
     assert!(stderr.contains("none of the 3 training pairs"), "{stderr}");
 }
+
+/// Label maps of two foreground classes (a classes.json names them): the network gets three
+/// outputs, trains with CeDice, reports each class's validation DSC and stores the names.
+#[test]
+fn a_dataset_with_two_classes_trains_a_three_class_network() {
+    use image::{GrayImage, Luma, Rgb, RgbImage};
+    let root = scratch("train-classes");
+    let data = root.join("data");
+    for sub in ["images", "masks"] {
+        std::fs::create_dir_all(data.join(sub)).unwrap();
+    }
+    // A red square (class 1) and a blue disc (class 2) on grey, placed differently each time.
+    for i in 0..8u32 {
+        let (sx, sy) = (2 + (i * 5) % 12, 3 + (i * 3) % 10);
+        let (cx, cy) = (22 - (i * 2) % 6, 20 + (i * 7) % 8);
+        let class = |x: u32, y: u32| {
+            if (x as i32 - cx as i32).pow(2) + (y as i32 - cy as i32).pow(2) <= 25 {
+                2u8
+            } else if (sx..sx + 9).contains(&x) && (sy..sy + 9).contains(&y) {
+                1
+            } else {
+                0
+            }
+        };
+        RgbImage::from_fn(32, 32, |x, y| match class(x, y) {
+            1 => Rgb([220, 40, 40]),
+            2 => Rgb([40, 40, 220]),
+            _ => Rgb([120, 120, 120]),
+        })
+        .save(data.join("images").join(format!("s{i}.png")))
+        .unwrap();
+        GrayImage::from_fn(32, 32, |x, y| Luma([class(x, y)]))
+            .save(data.join("masks").join(format!("s{i}.png")))
+            .unwrap();
+    }
+    std::fs::write(
+        data.join("classes.json"),
+        r#"["background", "square", "disc"]"#,
+    )
+    .unwrap();
+    let out = root.join("run");
+    let o = train(&data, &out, &root.join("kernels"), 4, false)
+        .args(["--lr", "3e-3"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("validation DSC per class: square"),
+        "{stderr}"
+    );
+    let meta = read_meta(&out.join("last.json")).unwrap();
+    assert_eq!(meta["config"]["num_classes"], 3, "{meta}");
+    assert_eq!(
+        meta["input"]["classes"],
+        serde_json::json!(["background", "square", "disc"])
+    );
+    let history: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("history.json")).unwrap()).unwrap();
+    let epochs = history["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 4);
+    for e in epochs {
+        let per_class = e["val_dsc_per_class"].as_array().expect("per-class DSC");
+        assert_eq!(per_class.len(), 2, "{e}");
+        let mean = e["val_dsc"].as_f64().unwrap();
+        let present: Vec<f64> = per_class.iter().filter_map(|d| d.as_f64()).collect();
+        assert!(
+            (mean - present.iter().sum::<f64>() / present.len() as f64).abs() < 1e-9,
+            "{e}"
+        );
+    }
+    let loss = |e: &serde_json::Value| e["train_loss"].as_f64().unwrap();
+    assert!(
+        loss(&epochs[3]) < loss(&epochs[0]),
+        "CeDice did not fall: {} then {}",
+        loss(&epochs[0]),
+        loss(&epochs[3])
+    );
+}

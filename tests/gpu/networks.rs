@@ -150,6 +150,7 @@ fn paper_variant_checkpoint_keeps_decoder_running_statistics() {
         lr: 1e-3,
         train_loss: loss,
         val_dsc: None,
+        val_dsc_per_class: None,
         seconds: 0.0,
         train_images_per_s: 0.0,
     };

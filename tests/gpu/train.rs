@@ -116,8 +116,8 @@ fn polyp(n_train: usize, n_val: usize, size: usize) -> (Vec<Sample>, Vec<Sample>
     let (va, bad) = load_pairs(&split.val[..n_val], &MaskOptions::default());
     assert!(bad.is_empty(), "{bad:?}");
     (
-        trainer::prepare(&tr, size).unwrap(),
-        trainer::prepare(&va, size).unwrap(),
+        trainer::prepare(&tr, size, 2).unwrap(),
+        trainer::prepare(&va, size, 2).unwrap(),
     )
 }
 

@@ -110,8 +110,8 @@ fn usema_training_on_polyp_images_lowers_the_loss() {
     assert!(bad.is_empty());
     let (va, _) = load_pairs(&split.val[..8], &MaskOptions::default());
     let size = 64;
-    let train = trainer::prepare(&tr, size).unwrap();
-    let val = trainer::prepare(&va, size).unwrap();
+    let train = trainer::prepare(&tr, size, 2).unwrap();
+    let val = trainer::prepare(&va, size, 2).unwrap();
     let dev = ctx.autodiff_device();
     let epochs = 6;
     let mut cfg = TrainConfig::reference(NetConfig::Usema(small()), epochs);

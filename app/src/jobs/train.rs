@@ -27,7 +27,9 @@ pub struct TrainJob {
     #[arg(long)]
     pub width: Option<usize>,
     /// Names of the foreground classes, comma-separated (stored with the checkpoints, shown
-    /// by the app), e.g. "polyp".
+    /// by the app), e.g. "polyp". Two or more train a multi-class network on label maps whose
+    /// values are the class ids (0 background, 1 the first name, ...). Without the flag, a
+    /// classes.json in the dataset folder (a JSON list of names, background first) is used.
     #[arg(long, value_delimiter = ',')]
     pub class_names: Vec<String>,
     /// Dataset folder with images/ and masks/ paired by name.
@@ -85,9 +87,41 @@ pub struct TrainJob {
     pub previews: usize,
 }
 
-/// The network configuration the job asks for, checked.
+/// The foreground class names: --class-names, else the dataset's classes.json (background
+/// first; an empty list when there is none).
+pub fn class_names(a: &TrainJob) -> Result<Vec<String>, JobError> {
+    if !a.class_names.is_empty() {
+        return Ok(a.class_names.clone());
+    }
+    let path = a.data.join("classes.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(JobError::Invalid(format!("{}: {e}", path.display()))),
+    };
+    let names: Vec<String> = serde_json::from_str(&text).map_err(|e| {
+        JobError::Invalid(format!(
+            "{}: expected a JSON list of class names, background first: {e}",
+            path.display()
+        ))
+    })?;
+    if names.len() < 2 {
+        return Err(JobError::Invalid(format!(
+            "{}: names {} class(es); it lists the background and at least one class",
+            path.display(),
+            names.len()
+        )));
+    }
+    Ok(names[1..].to_vec())
+}
+
+/// The network configuration the job asks for, checked: more than one foreground class gives
+/// the network one output per class.
 pub fn net_config(a: &TrainJob) -> Result<NetConfig, JobError> {
-    let mut net_cfg = NetConfig::by_name(&a.model, a.size).map_err(JobError::Invalid)?;
+    let names = class_names(a)?;
+    let mut net_cfg = NetConfig::by_name(&a.model, a.size)
+        .map_err(JobError::Invalid)?
+        .with_classes(names.len() + 1);
     if let NetConfig::Usema(c) = &mut net_cfg {
         if a.window == 0 {
             return Err(JobError::Invalid("--window must be positive".into()));
@@ -148,6 +182,8 @@ pub fn train_observed(
     observe: &mut dyn FnMut(&Event),
 ) -> Result<TrainSummary, JobError> {
     let net_cfg = check(a)?;
+    let names = class_names(a)?;
+    let classes = net_cfg.label_classes();
     let ds = Dataset::scan(&a.data)?;
     for w in ds.warnings() {
         r.log(&format!("warning: {w}"));
@@ -186,7 +222,7 @@ pub fn train_observed(
     let usable = |loaded: Vec<_>| -> Vec<_> {
         loaded
             .into_iter()
-            .filter(|l| match trainer::check_sample(l) {
+            .filter(|l| match trainer::check_sample(l, classes) {
                 Ok(()) => true,
                 Err(e) => {
                     r.log(&format!("skipped {}: {e}", l.pair.stem));
@@ -203,8 +239,8 @@ pub fn train_observed(
             a.data.display()
         )));
     }
-    let train_samples = trainer::prepare(&tr, a.size).map_err(JobError::Failed)?;
-    let val_samples = trainer::prepare(&va, a.size).map_err(JobError::Failed)?;
+    let train_samples = trainer::prepare(&tr, a.size, classes).map_err(JobError::Failed)?;
+    let val_samples = trainer::prepare(&va, a.size, classes).map_err(JobError::Failed)?;
     let device = ctx.autodiff_device();
     let mut cfg = TrainConfig::reference(net_cfg, a.epochs);
     cfg.batch = a.batch;
@@ -213,18 +249,9 @@ pub fn train_observed(
     cfg.previews = a.previews;
     cfg.schedule.max_lr = a.lr;
     cfg.schedule.min_lr = a.lr / 100.0;
-    if !a.class_names.is_empty() {
-        let k = cfg.net.classes().max(2);
-        if a.class_names.len() != k - 1 {
-            return Err(JobError::Invalid(format!(
-                "--class-names names {} classes; {} has {} foreground class(es)",
-                a.class_names.len(),
-                a.model,
-                k - 1
-            )));
-        }
+    if !names.is_empty() {
         cfg.input.classes = std::iter::once("background".to_string())
-            .chain(a.class_names.iter().cloned())
+            .chain(names)
             .collect();
     }
     if a.resume && a.init.is_some() {
@@ -338,6 +365,17 @@ pub fn train_observed(
                         e.train_images_per_s,
                         pool.map(|p| format!("{p:.2}")).unwrap_or("-".into())
                     ));
+                    if let Some(per_class) = &e.val_dsc_per_class {
+                        let parts: Vec<String> = per_class
+                            .iter()
+                            .zip(cfg.input.classes.iter().skip(1))
+                            .map(|(d, name)| match d {
+                                Some(d) => format!("{name} {d:.4}"),
+                                None => format!("{name} -"),
+                            })
+                            .collect();
+                        r.log(&format!("  validation DSC per class: {}", parts.join(", ")));
+                    }
                     epochs_here += 1;
                     if epochs_here == 2 {
                         longest_epoch = e.seconds;

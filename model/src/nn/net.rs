@@ -2,7 +2,7 @@
 //! BceDice) and USEMA (softmax over classes with deep supervision, nnU-Net's Dice + CE). The
 //! trainer, checkpoints and benchmarks work on [`Net`]; each variant keeps its own loss.
 
-use super::loss::bce_dice;
+use super::loss::{bce_dice, ce_dice};
 use super::params::{Loader, NamedParams, Visit};
 use super::usema::{deep_supervision_loss, Usema, UsemaConfig};
 use super::vm_unet::{BlockKind, VmUnet, VmUnetConfig};
@@ -71,6 +71,30 @@ impl NetConfig {
                 Err("the base width applies to VM-UNet and SA-UMamba only".into())
             }
         }
+    }
+
+    /// The same network with `k` output classes (background included) for label maps of more
+    /// than one foreground class; `k` ≤ 2 keeps the binary head (VM-UNet one sigmoid output,
+    /// USEMA two softmax outputs).
+    pub fn with_classes(self, k: usize) -> Self {
+        if k <= 2 {
+            return self;
+        }
+        match self {
+            NetConfig::VmUnet(v) => NetConfig::VmUnet(VmUnetConfig {
+                num_classes: k,
+                ..v
+            }),
+            NetConfig::Usema(mut u) => {
+                u.num_classes = k;
+                NetConfig::Usema(u)
+            }
+        }
+    }
+
+    /// Classes of the label maps it learns, background included (2 for a binary mask).
+    pub fn label_classes(&self) -> usize {
+        self.classes().max(2)
     }
 
     /// Inputs must be multiples of this on both axes.
@@ -214,15 +238,29 @@ impl Net {
         }
     }
 
-    /// The training loss of a batch: images (B, C, H, W), masks (B, 1, H, W) in [0, 1]
-    /// (soft at resized edges). VM-UNet / SA-UMamba: BceDice on the soft mask; USEMA: deep
-    /// supervision with Dice + CE against the mask thresholded at 0.5.
+    /// The training loss of a batch: images (B, C, H, W) and masks (B, 1, H, W): for a binary
+    /// network a mask in [0, 1] (soft at resized edges), for K > 2 classes the class ids.
+    /// VM-UNet / SA-UMamba: BceDice on the soft mask, CeDice on class ids; USEMA: deep
+    /// supervision with Dice + CE against the mask thresholded at 0.5, or the class ids.
     pub fn train_loss(&mut self, x: Tensor<4>, mask: Tensor<4>) -> Result<Tensor<1>, String> {
+        let k = self.classes();
         match self {
+            Net::VmUnet(n) if k > 1 => {
+                let [b, _, h, w] = mask.dims();
+                Ok(ce_dice(n.forward(x, true)?, mask.reshape([b, h, w])))
+            }
             Net::VmUnet(n) => Ok(bce_dice(n.forward(x, true)?, mask)),
             Net::Usema(n) => {
-                let y = mask.greater_elem(0.5).float();
-                let onehot = Tensor::cat(vec![y.clone().neg().add_scalar(1.0), y], 1);
+                let onehot = if k > 2 {
+                    let device = mask.device();
+                    let ids: Vec<f32> = (0..k).map(|c| c as f32).collect();
+                    let ids =
+                        Tensor::<1>::from_floats(ids.as_slice(), &device).reshape([1, k, 1, 1]);
+                    mask.equal(ids).float()
+                } else {
+                    let y = mask.greater_elem(0.5).float();
+                    Tensor::cat(vec![y.clone().neg().add_scalar(1.0), y], 1)
+                };
                 let outputs = n.forward(x)?;
                 let weights = n.config.supervision_weights();
                 Ok(deep_supervision_loss(&outputs, onehot, &weights))

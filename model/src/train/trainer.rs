@@ -13,7 +13,7 @@ use crate::nn::params::{Loader, NamedParams, WeightSource};
 use burn::tensor::{Device, Tensor, TensorData};
 use medseg_data::dataset::Loaded;
 use medseg_data::preprocess::{
-    resize_bilinear, Augment, InputSpec, Normalization, Sample, SeededRng,
+    resize_bilinear, resize_nearest, Augment, InputSpec, Normalization, Sample, SeededRng,
 };
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -71,8 +71,13 @@ pub struct EpochReport {
     pub lr: f64,
     /// Mean training loss over the epoch's steps.
     pub train_loss: f64,
-    /// Pooled DSC over all validation pixels at threshold 0.5 (None without validation data).
+    /// Pooled DSC over all validation pixels at threshold 0.5 (None without validation data);
+    /// with several foreground classes, the mean of theirs.
     pub val_dsc: Option<f64>,
+    /// With several foreground classes: each one's pooled DSC (None where a class is in
+    /// neither the predictions nor the labels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_dsc_per_class: Option<Vec<Option<f64>>>,
     pub seconds: f64,
     pub train_images_per_s: f64,
 }
@@ -106,8 +111,10 @@ pub struct TrainSummary {
 }
 
 /// Why a loaded pair cannot be trained on (a volume in this 2-D trainer, NaN or infinite
-/// pixels), naming the file; the run skips such pairs and lists them.
-pub fn check_sample(l: &Loaded) -> Result<(), String> {
+/// pixels, a label beyond the `classes` the network learns), naming the file; the run skips
+/// such pairs and lists them. `classes` counts the background (2 for binary masks, where any
+/// label other than 0 is foreground).
+pub fn check_sample(l: &Loaded, classes: usize) -> Result<(), String> {
     let d = l.image.geometry.dims[2];
     if d != 1 {
         return Err(format!(
@@ -122,16 +129,27 @@ pub fn check_sample(l: &Loaded) -> Result<(), String> {
             l.image.voxels[i]
         ));
     }
+    if classes > 2 {
+        if let Some(&v) = l.mask.labels.iter().find(|&&v| v as usize >= classes) {
+            return Err(format!(
+                "{}: holds label {v}, but the network learns {classes} classes (0 to {})",
+                l.pair.mask.display(),
+                classes - 1
+            ));
+        }
+    }
     Ok(())
 }
 
 /// Images normalised the official way (per-image min–max to [0, 255]) and resized to `size`²
-/// (bilinear, masks too, so targets are soft at the edges as in the official pipeline).
-pub fn prepare(loaded: &[Loaded], size: usize) -> Result<Vec<Sample>, String> {
+/// (bilinear). Binary masks (`classes` 2) become 0/1 and are resized bilinearly too, so targets
+/// are soft at the edges as in the official pipeline; label maps of more classes keep their
+/// class ids and are resized nearest-neighbour.
+pub fn prepare(loaded: &[Loaded], size: usize, classes: usize) -> Result<Vec<Sample>, String> {
     loaded
         .iter()
         .map(|l| {
-            check_sample(l)?;
+            check_sample(l, classes)?;
             let [w, h, _] = l.image.geometry.dims;
             let c = l.image.channels;
             let mut image = l.image.voxels.clone();
@@ -140,14 +158,26 @@ pub fn prepare(loaded: &[Loaded], size: usize) -> Result<Vec<Sample>, String> {
                 image = image.iter().flat_map(|&v| [v, v, v]).collect();
             }
             Normalization::RgbMinMax255.apply(&mut image);
+            let labels = classes > 2;
             let mask: Vec<f32> = l
                 .mask
                 .labels
                 .iter()
-                .map(|&v| if v > 0 { 1.0 } else { 0.0 })
+                .map(|&v| {
+                    if labels {
+                        v as f32
+                    } else {
+                        (v > 0) as u8 as f32
+                    }
+                })
                 .collect();
             let (image, mask) = if (w, h) == (size, size) {
                 (image, mask)
+            } else if labels {
+                (
+                    resize_bilinear(&image, w, h, 3, size, size),
+                    resize_nearest(&mask, w, h, size, size),
+                )
             } else {
                 (
                     resize_bilinear(&image, w, h, 3, size, size),
@@ -212,26 +242,60 @@ fn scalar(t: Tensor<1>) -> Result<f64, String> {
     Ok(v.first().copied().unwrap_or(f32::NAN) as f64)
 }
 
-/// Pooled confusion counts (TP, FP, FN) of foreground probability > 0.5 against masks > 0.5.
+/// Pooled confusion counts (TP, FP, FN) per foreground class: for a binary network of the
+/// foreground probability > 0.5 against masks > 0.5 (one class), for K > 2 classes of the
+/// most probable class against the class ids (classes 1 to K − 1).
 fn confusion(
     net: &mut Net,
     val: &[Sample],
     batch: usize,
     device: &Device,
-) -> Result<[f64; 3], String> {
-    let mut acc = [0.0f64; 3];
+) -> Result<Vec<[f64; 3]>, String> {
+    let k = net.classes().max(2);
+    let mut acc = vec![[0.0f64; 3]; k - 1];
     let (mut eval, device) = inference_copy(net, device);
     for chunk in val.chunks(batch.max(1)) {
         let refs: Vec<&Sample> = chunk.iter().collect();
         let (x, y) = batch_tensors(&refs, &device);
-        let p = eval.foreground(x)?.greater_elem(0.5).float();
-        let y = y.greater_elem(0.5).float();
-        let tp = (p.clone() * y.clone()).sum();
-        let fp = (p.clone() * y.clone().neg().add_scalar(1.0)).sum();
-        let fn_ = (p.neg().add_scalar(1.0) * y).sum();
-        acc[0] += scalar(tp)?;
-        acc[1] += scalar(fp)?;
-        acc[2] += scalar(fn_)?;
+        if k == 2 {
+            let p = eval.foreground(x)?.greater_elem(0.5).float();
+            let y = y.greater_elem(0.5).float();
+            let tp = (p.clone() * y.clone()).sum();
+            let fp = (p.clone() * y.clone().neg().add_scalar(1.0)).sum();
+            let fn_ = (p.neg().add_scalar(1.0) * y).sum();
+            acc[0][0] += scalar(tp)?;
+            acc[0][1] += scalar(fp)?;
+            acc[0][2] += scalar(fn_)?;
+            continue;
+        }
+        // The most probable class per pixel, counted on the host.
+        let predicted = eval
+            .probabilities(x)?
+            .argmax(1)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| format!("reading back: {e:?}"))?;
+        let truth = y
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| format!("reading back: {e:?}"))?;
+        for (&p, &t) in predicted.iter().zip(&truth) {
+            let (p, t) = (p as usize, t as usize);
+            if p == t {
+                if p > 0 {
+                    acc[p - 1][0] += 1.0;
+                }
+            } else {
+                if p > 0 && p < k {
+                    acc[p - 1][1] += 1.0;
+                }
+                if t > 0 && t < k {
+                    acc[t - 1][2] += 1.0;
+                }
+            }
+        }
     }
     Ok(acc)
 }
@@ -262,16 +326,35 @@ pub fn foreground_maps(net: &mut Net, samples: &[Sample]) -> Result<Vec<Vec<f32>
     Ok(p.chunks(per).map(|c| c.to_vec()).collect())
 }
 
-/// Pooled validation DSC (foreground probability > 0.5 against masks > 0.5, over all pixels of
-/// `val` together), as reported each epoch; runs outside autodiff in batches of `batch`.
+/// Pooled validation DSC over all pixels of `val` together, as reported each epoch: of the
+/// foreground (probability > 0.5 against masks > 0.5) for a binary network, else the mean over
+/// the foreground classes present in the predictions or the labels of each class's DSC (most
+/// probable class against the class ids); runs outside autodiff in batches of `batch`.
 pub fn pooled_dsc(net: &mut Net, val: &[Sample], batch: usize) -> Result<f64, String> {
+    Ok(class_dsc(net, val, batch)?.mean)
+}
+
+/// Pooled validation DSC per foreground class (None for a class in neither the predictions
+/// nor the labels) and their mean, as [`pooled_dsc`] computes it.
+pub struct ClassDsc {
+    pub per_class: Vec<Option<f64>>,
+    pub mean: f64,
+}
+
+pub fn class_dsc(net: &mut Net, val: &[Sample], batch: usize) -> Result<ClassDsc, String> {
     let device = net.device();
-    let [tp, fp, fn_] = confusion(net, val, batch, &device)?;
-    Ok(if tp + fp + fn_ == 0.0 {
+    let counts = confusion(net, val, batch, &device)?;
+    let per_class: Vec<Option<f64>> = counts
+        .iter()
+        .map(|&[tp, fp, fn_]| (tp + fp + fn_ > 0.0).then(|| 2.0 * tp / (2.0 * tp + fp + fn_)))
+        .collect();
+    let present: Vec<f64> = per_class.iter().flatten().copied().collect();
+    let mean = if present.is_empty() {
         1.0
     } else {
-        2.0 * tp / (2.0 * tp + fp + fn_)
-    })
+        present.iter().sum::<f64>() / present.len() as f64
+    };
+    Ok(ClassDsc { per_class, mean })
 }
 
 /// Builds the network with its initialisation (VM-UNet / SA-UMamba: the official one;
@@ -495,16 +578,18 @@ pub fn train(
         state.next_epoch = epoch + 1;
         let summary = &mut state.summary;
         let train_seconds = t0.elapsed().as_secs_f64();
-        let val_dsc = if val.is_empty() {
+        let dsc = if val.is_empty() {
             None
         } else {
-            Some(pooled_dsc(net, val, batch)?)
+            Some(class_dsc(net, val, batch)?)
         };
+        let val_dsc = dsc.as_ref().map(|d| d.mean);
         let report = EpochReport {
             epoch: epoch + 1,
             lr,
             train_loss: losses.iter().sum::<f64>() / losses.len().max(1) as f64,
             val_dsc,
+            val_dsc_per_class: dsc.filter(|d| d.per_class.len() > 1).map(|d| d.per_class),
             seconds: t0.elapsed().as_secs_f64(),
             train_images_per_s: (steps * batch) as f64 / train_seconds.max(1e-9),
         };
