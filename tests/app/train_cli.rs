@@ -275,8 +275,9 @@ fn an_output_folder_that_cannot_be_written_is_refused_before_training() {
     assert_eq!(left, expected, "nothing is written elsewhere");
 }
 
-/// Pairs that cannot be trained on — a volume, an image with NaN pixels, an MR slice passed as
-/// a mask — are each skipped with the reason; with nothing left the run stops before training.
+/// Pairs that cannot be trained on — a volume among 2-D images, an image with NaN pixels, an MR
+/// slice passed as a mask — are each skipped with the reason; with nothing left the run stops
+/// before training.
 #[test]
 fn unusable_pairs_are_skipped_and_listed() {
     use medseg_data::geometry::Geometry;
@@ -324,7 +325,7 @@ fn unusable_pairs_are_skipped_and_listed() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{stderr}");
     for (stem, why) in [
-        ("volume", "a volume (4 slices)"),
+        ("volume", "a volume in a dataset of 2-D images"),
         ("nan", "NaN or infinite"),
         ("inf", "NaN or infinite"),
         ("mr", "1023 distinct label values"),
@@ -416,4 +417,49 @@ fn a_dataset_with_two_classes_trains_a_three_class_network() {
         loss(&epochs[0]),
         loss(&epochs[3])
     );
+}
+
+/// A dataset of NIfTI volumes (the left-atrium MRs) trains slice by slice with a z-score over
+/// each volume, and validates with the DSC of each re-stacked volume.
+#[test]
+fn volumes_train_slice_by_slice_and_validate_per_volume() {
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mri_cardiac_la");
+    let root = scratch("train-volumes");
+    let out = root.join("run");
+    let o = Command::new(env!("CARGO_BIN_EXE_medseg"))
+        .args([
+            "train", "--model", "vm-unet", "--width", "16", "--size", "32",
+        ])
+        .args([
+            "--batch",
+            "16",
+            "--epochs",
+            "1",
+            "--limit-train",
+            "1",
+            "--limit-val",
+            "1",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .env("MEDSEG_KERNEL_CACHE", root.join("kernels"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    // 88 axial slices per volume.
+    assert!(
+        stderr.contains("88 training and 88 validation slices from 1 and 1 volumes"),
+        "{stderr}"
+    );
+    let meta = read_meta(&out.join("last.json")).unwrap();
+    assert_eq!(
+        meta["input"]["normalization"]["kind"], "mr_z_score",
+        "{meta}"
+    );
+    let dsc = meta["epoch"]["val_dsc"].as_f64().expect("a validation DSC");
+    assert!((0.0..=1.0).contains(&dsc), "{dsc}");
 }

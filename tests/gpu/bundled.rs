@@ -46,7 +46,7 @@ fn check(id: &str, data: &Path, first: Option<usize>, tol: f64, floor: f64) {
     let val_pairs = &split.val[..first.unwrap_or(usize::MAX).min(split.val.len())];
     let (loaded, bad) = load_pairs(val_pairs, &MaskOptions::default());
     assert!(bad.is_empty(), "{bad:?}");
-    let val = prepare(&loaded, model.input.size, 2).unwrap();
+    let val = prepare(&loaded, model.input.size, 2, model.input.normalization).unwrap();
     let dsc = pooled_dsc(&mut model.net, &val, 4).unwrap();
     eprintln!(
         "{id}: pooled val DSC {dsc:.4} on {} images; the card says {stated:.4}",

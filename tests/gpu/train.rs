@@ -3,7 +3,7 @@
 
 use crate::{gpu, shared_dir, Lcg};
 use medseg_data::dataset::{load_pairs, Dataset};
-use medseg_data::preprocess::Sample;
+use medseg_data::preprocess::{Normalization, Sample};
 use medseg_data::MaskOptions;
 use medseg_model::fixtures::{tensor, values};
 use medseg_model::nn::net::NetConfig;
@@ -116,8 +116,8 @@ fn polyp(n_train: usize, n_val: usize, size: usize) -> (Vec<Sample>, Vec<Sample>
     let (va, bad) = load_pairs(&split.val[..n_val], &MaskOptions::default());
     assert!(bad.is_empty(), "{bad:?}");
     (
-        trainer::prepare(&tr, size, 2).unwrap(),
-        trainer::prepare(&va, size, 2).unwrap(),
+        trainer::prepare(&tr, size, 2, Normalization::RgbMinMax255).unwrap(),
+        trainer::prepare(&va, size, 2, Normalization::RgbMinMax255).unwrap(),
     )
 }
 

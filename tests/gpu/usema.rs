@@ -3,6 +3,7 @@
 
 use crate::{gpu, shared_dir, Lcg};
 use medseg_data::dataset::{load_pairs, Dataset};
+use medseg_data::preprocess::Normalization;
 use medseg_data::MaskOptions;
 use medseg_model::fixtures::{rel_l2, tensor, values};
 use medseg_model::nn::net::{Net, NetConfig};
@@ -110,8 +111,8 @@ fn usema_training_on_polyp_images_lowers_the_loss() {
     assert!(bad.is_empty());
     let (va, _) = load_pairs(&split.val[..8], &MaskOptions::default());
     let size = 64;
-    let train = trainer::prepare(&tr, size, 2).unwrap();
-    let val = trainer::prepare(&va, size, 2).unwrap();
+    let train = trainer::prepare(&tr, size, 2, Normalization::RgbMinMax255).unwrap();
+    let val = trainer::prepare(&va, size, 2, Normalization::RgbMinMax255).unwrap();
     let dev = ctx.autodiff_device();
     let epochs = 6;
     let mut cfg = TrainConfig::reference(NetConfig::Usema(small()), epochs);

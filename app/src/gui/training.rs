@@ -110,6 +110,7 @@ impl TrainForm {
             init,
             json: None,
             masks: Default::default(),
+            normalization: "auto".into(),
             previews: PREVIEWS,
         })
     }

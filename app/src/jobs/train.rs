@@ -3,6 +3,7 @@
 
 use super::{JobError, MaskArgs, Reporter};
 use medseg_data::dataset::{load_pairs, Dataset};
+use medseg_data::preprocess::Normalization;
 use medseg_model::gpu::GpuContext;
 use medseg_model::nn::net::NetConfig;
 use medseg_model::train::trainer::{self, Event, TrainConfig, TrainState, TrainSummary};
@@ -81,10 +82,38 @@ pub struct TrainJob {
     pub json: Option<PathBuf>,
     #[command(flatten)]
     pub masks: MaskArgs,
+    /// Intensity normalisation: auto (per-image min–max to [0, 255] for 2-D images, as the
+    /// reference; a z-score over each volume for volumes, a CT window of −125 to 275 HU for CT
+    /// DICOM), minmax, zscore or ct. Stored with the checkpoints, so Segment does the same.
+    #[arg(long, default_value = "auto")]
+    pub normalization: String,
     /// Validation images whose predictions are reported after each epoch (the training tab
     /// shows them); not a flag.
     #[arg(skip)]
     pub previews: usize,
+}
+
+/// The normalisation `--normalization` asks for (auto: by the kind of data, see the flag).
+fn normalization(
+    a: &TrainJob,
+    of_volumes: bool,
+    first: Option<&medseg_data::dataset::Loaded>,
+) -> Result<Normalization, JobError> {
+    Ok(match a.normalization.as_str() {
+        "minmax" => Normalization::RgbMinMax255,
+        "zscore" => Normalization::MrZScore,
+        "ct" => Normalization::CT_ABDOMEN,
+        "auto" if !of_volumes => Normalization::RgbMinMax255,
+        "auto" => match first.and_then(|l| l.image.source.modality.as_deref()) {
+            Some("CT") => Normalization::CT_ABDOMEN,
+            _ => Normalization::MrZScore,
+        },
+        other => {
+            return Err(JobError::Invalid(format!(
+                "--normalization {other}: expected auto, minmax, zscore or ct"
+            )))
+        }
+    })
 }
 
 /// The foreground class names: --class-names, else the dataset's classes.json (background
@@ -164,6 +193,7 @@ pub fn check(a: &TrainJob) -> Result<NetConfig, JobError> {
             "--epochs and --batch must be positive".into(),
         ));
     }
+    normalization(a, false, None)?;
     check_out_dir(&a.out, a.resume)?;
     Ok(net_cfg)
 }
@@ -231,6 +261,63 @@ pub fn train_observed(
             })
             .collect()
     };
+    // Volumes train slice by slice (axial: the third voxel axis); a dataset is of volumes or
+    // of 2-D images, and a pair of the other kind is skipped.
+    let volumes = tr.iter().filter(|l| l.image.geometry.dims[2] > 1).count();
+    let of_volumes = 2 * volumes > tr.len();
+    let norm = normalization(a, of_volumes, tr.first())?;
+    let keep_kind = |loaded: Vec<medseg_data::dataset::Loaded>| -> Vec<_> {
+        loaded
+            .into_iter()
+            .filter(|l| {
+                let volume = l.image.geometry.dims[2] > 1;
+                if volume != of_volumes {
+                    r.log(&format!(
+                        "skipped {}: {}",
+                        l.pair.stem,
+                        if volume {
+                            "a volume in a dataset of 2-D images"
+                        } else {
+                            "a 2-D image in a dataset of volumes"
+                        }
+                    ));
+                }
+                volume == of_volumes
+            })
+            .collect()
+    };
+    let (tr, va) = (keep_kind(tr), keep_kind(va));
+    // A volume is normalised whole before slicing (a z-score over the volume, as Segment
+    // does); 2-D images and min–max work per image, as Segment does per slice.
+    let (whole, per_image) = if of_volumes && norm != Normalization::RgbMinMax255 {
+        (norm, Normalization::None)
+    } else {
+        (Normalization::None, norm)
+    };
+    let mut val_volumes = Vec::new();
+    let train_volumes = tr.len();
+    let tr: Vec<_> = tr
+        .into_iter()
+        .flat_map(|l| trainer::slices(l, whole))
+        .collect();
+    let va: Vec<_> = va
+        .into_iter()
+        .flat_map(|l| {
+            let s = trainer::slices(l, whole);
+            if of_volumes {
+                val_volumes.push(s.len());
+            }
+            s
+        })
+        .collect();
+    if of_volumes {
+        r.log(&format!(
+            "{} training and {} validation slices from {train_volumes} and {} volumes",
+            tr.len(),
+            va.len(),
+            val_volumes.len()
+        ));
+    }
     let (tr, va) = (usable(tr), usable(va));
     if tr.is_empty() {
         return Err(JobError::Invalid(format!(
@@ -239,14 +326,18 @@ pub fn train_observed(
             a.data.display()
         )));
     }
-    let train_samples = trainer::prepare(&tr, a.size, classes).map_err(JobError::Failed)?;
-    let val_samples = trainer::prepare(&va, a.size, classes).map_err(JobError::Failed)?;
+    let train_samples =
+        trainer::prepare(&tr, a.size, classes, per_image).map_err(JobError::Failed)?;
+    let val_samples =
+        trainer::prepare(&va, a.size, classes, per_image).map_err(JobError::Failed)?;
     let device = ctx.autodiff_device();
     let mut cfg = TrainConfig::reference(net_cfg, a.epochs);
     cfg.batch = a.batch;
     cfg.size = a.size;
     cfg.seed = a.seed;
     cfg.previews = a.previews;
+    cfg.input.normalization = norm;
+    cfg.val_volumes = val_volumes;
     cfg.schedule.max_lr = a.lr;
     cfg.schedule.min_lr = a.lr / 100.0;
     if !names.is_empty() {

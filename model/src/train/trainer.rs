@@ -40,6 +40,10 @@ pub struct TrainConfig {
     /// Validation samples (the first ones) whose predictions are reported after each epoch
     /// ([`Event::Previews`]); 0 for none.
     pub previews: usize,
+    /// When the validation samples are the slices of volumes: how many consecutive samples
+    /// each volume has. The validation DSC is then each volume's (its slices pooled: the DSC
+    /// of the re-stacked volume) averaged over the volumes. Empty: all samples pooled.
+    pub val_volumes: Vec<usize>,
 }
 
 impl TrainConfig {
@@ -59,6 +63,7 @@ impl TrainConfig {
             drop_path: 0.2,
             input: InputSpec::reference(256, InputSpec::default_classes(net_classes)),
             previews: 0,
+            val_volumes: Vec::new(),
         }
     }
 }
@@ -141,11 +146,52 @@ pub fn check_sample(l: &Loaded, classes: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Images normalised the official way (per-image min–max to [0, 255]) and resized to `size`²
+/// The axial slices (along the third voxel axis) of a volume as 2-D pairs, each with its
+/// mask's slice, after normalising the whole volume by `norm` (so a z-score uses the volume's
+/// statistics, as inference does); a 2-D image comes back as it is.
+pub fn slices(l: Loaded, norm: Normalization) -> Vec<Loaded> {
+    let [w, h, d] = l.image.geometry.dims;
+    if d <= 1 {
+        return vec![l];
+    }
+    let Loaded { pair, image, mask } = l;
+    let mut voxels = image.voxels;
+    norm.apply(&mut voxels);
+    let c = image.channels;
+    let plane = w * h;
+    let geometry = medseg_data::Geometry::axis_aligned([w, h, 1], image.geometry.spacing_mm);
+    (0..d)
+        .map(|z| {
+            let image = medseg_data::Volume {
+                geometry: geometry.clone(),
+                channels: c,
+                voxels: voxels[z * plane * c..(z + 1) * plane * c].to_vec(),
+                source: image.source.clone(),
+            };
+            let mut slice = medseg_data::LabelMap::new(geometry.clone());
+            slice.labels = mask.labels[z * plane..(z + 1) * plane].to_vec();
+            let mut pair = pair.clone();
+            pair.stem = format!("{} slice {z}", pair.stem);
+            Loaded {
+                pair,
+                image,
+                mask: slice,
+            }
+        })
+        .collect()
+}
+
+/// Images normalised by `norm` per image (the reference: per-image min–max to [0, 255]; slices
+/// of volumes come normalised already, with [`Normalization::None`]) and resized to `size`²
 /// (bilinear). Binary masks (`classes` 2) become 0/1 and are resized bilinearly too, so targets
 /// are soft at the edges as in the official pipeline; label maps of more classes keep their
 /// class ids and are resized nearest-neighbour.
-pub fn prepare(loaded: &[Loaded], size: usize, classes: usize) -> Result<Vec<Sample>, String> {
+pub fn prepare(
+    loaded: &[Loaded],
+    size: usize,
+    classes: usize,
+    norm: Normalization,
+) -> Result<Vec<Sample>, String> {
     loaded
         .iter()
         .map(|l| {
@@ -157,7 +203,7 @@ pub fn prepare(loaded: &[Loaded], size: usize, classes: usize) -> Result<Vec<Sam
                 // Grey images are repeated to 3 channels (MODEL-SPEC §A.2).
                 image = image.iter().flat_map(|&v| [v, v, v]).collect();
             }
-            Normalization::RgbMinMax255.apply(&mut image);
+            norm.apply(&mut image);
             let labels = classes > 2;
             let mask: Vec<f32> = l
                 .mask
@@ -344,17 +390,62 @@ pub struct ClassDsc {
 pub fn class_dsc(net: &mut Net, val: &[Sample], batch: usize) -> Result<ClassDsc, String> {
     let device = net.device();
     let counts = confusion(net, val, batch, &device)?;
+    Ok(dsc_of_counts(&counts))
+}
+
+fn dsc_of_counts(counts: &[[f64; 3]]) -> ClassDsc {
     let per_class: Vec<Option<f64>> = counts
         .iter()
         .map(|&[tp, fp, fn_]| (tp + fp + fn_ > 0.0).then(|| 2.0 * tp / (2.0 * tp + fp + fn_)))
         .collect();
-    let present: Vec<f64> = per_class.iter().flatten().copied().collect();
-    let mean = if present.is_empty() {
+    ClassDsc {
+        mean: mean_or_one(per_class.iter().flatten().copied()),
+        per_class,
+    }
+}
+
+fn mean_or_one(v: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if n == 0 {
         1.0
     } else {
-        present.iter().sum::<f64>() / present.len() as f64
-    };
-    Ok(ClassDsc { per_class, mean })
+        sum / n as f64
+    }
+}
+
+/// [`class_dsc`] of each volume (`volumes[i]` consecutive samples: its slices, pooled — the DSC
+/// of the re-stacked volume), averaged over the volumes: per class over the volumes where the
+/// class is present, the mean over the volumes' means.
+pub fn volume_dsc(
+    net: &mut Net,
+    val: &[Sample],
+    volumes: &[usize],
+    batch: usize,
+) -> Result<ClassDsc, String> {
+    let device = net.device();
+    let mut each = Vec::new();
+    let mut start = 0;
+    for &n in volumes {
+        let end = (start + n).min(val.len());
+        each.push(dsc_of_counts(&confusion(
+            net,
+            &val[start..end],
+            batch,
+            &device,
+        )?));
+        start = end;
+    }
+    let k = each.first().map_or(0, |d| d.per_class.len());
+    let per_class = (0..k)
+        .map(|c| {
+            let v: Vec<f64> = each.iter().filter_map(|d| d.per_class[c]).collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        })
+        .collect();
+    Ok(ClassDsc {
+        mean: mean_or_one(each.iter().map(|d| d.mean)),
+        per_class,
+    })
 }
 
 /// Builds the network with its initialisation (VM-UNet / SA-UMamba: the official one;
@@ -581,7 +672,11 @@ pub fn train(
         let dsc = if val.is_empty() {
             None
         } else {
-            Some(class_dsc(net, val, batch)?)
+            Some(if cfg.val_volumes.is_empty() {
+                class_dsc(net, val, batch)?
+            } else {
+                volume_dsc(net, val, &cfg.val_volumes, batch)?
+            })
         };
         let val_dsc = dsc.as_ref().map(|d| d.mean);
         let report = EpochReport {
