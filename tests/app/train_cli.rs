@@ -16,26 +16,49 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
-/// A tiny VM-UNet run on `data` into `out`: 6 training and 2 validation frames at 32²,
-/// batch 2 (3 steps an epoch). The kernel cache in `cache` makes every start after the
-/// first one quick.
-fn train(data: &Path, out: &Path, cache: &Path, epochs: usize, resume: bool) -> Command {
+/// `medseg train` of a tiny VM-UNet (width 16, 32²) on `data` into `out`; the kernel cache in
+/// `cache` makes every start after the first one quick.
+fn tiny_vm_unet(data: &Path, out: &Path, cache: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_medseg"));
     c.args([
         "train", "--model", "vm-unet", "--width", "16", "--size", "32",
     ])
-    .args(["--batch", "2", "--val-fraction", "0.25", "--epochs"])
-    .arg(epochs.to_string())
     .arg("--data")
     .arg(data)
     .arg("--out")
     .arg(out)
     .env("MEDSEG_KERNEL_CACHE", cache)
     .stdin(Stdio::null());
+    c
+}
+
+/// A tiny run on `data`: 6 training and 2 validation frames, batch 2 (3 steps an epoch).
+fn train(data: &Path, out: &Path, cache: &Path, epochs: usize, resume: bool) -> Command {
+    let mut c = tiny_vm_unet(data, out, cache);
+    c.args(["--batch", "2", "--val-fraction", "0.25", "--epochs"])
+        .arg(epochs.to_string());
     if resume {
         c.arg("--resume");
     }
     c
+}
+
+/// A scratch folder with an empty dataset (images/, masks/) in it: (folder, dataset).
+fn empty_dataset(name: &str) -> (PathBuf, PathBuf) {
+    let root = scratch(name);
+    let data = root.join("data");
+    for sub in ["images", "masks"] {
+        std::fs::create_dir_all(data.join(sub)).unwrap();
+    }
+    (root, data)
+}
+
+/// Runs `c` to its end; its stderr, after checking that it succeeded.
+fn succeeds(mut c: Command) -> String {
+    let o = c.output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{stderr}");
+    stderr
 }
 
 fn count(out: &Path, event: &str) -> usize {
@@ -282,11 +305,7 @@ fn an_output_folder_that_cannot_be_written_is_refused_before_training() {
 fn unusable_pairs_are_skipped_and_listed() {
     use medseg_data::geometry::Geometry;
     use medseg_data::nifti::{self, DataType, NiftiHeader};
-    let root = scratch("train-unusable");
-    let data = root.join("data");
-    for sub in ["images", "masks"] {
-        std::fs::create_dir_all(data.join(sub)).unwrap();
-    }
+    let (root, data) = empty_dataset("train-unusable");
     let image = |name: &str, dims: [usize; 3], value: f64| {
         let g = Geometry::axis_aligned(dims, [1.0; 3]);
         let h = NiftiHeader::for_geometry(&g, DataType::F32);
@@ -345,11 +364,7 @@ fn unusable_pairs_are_skipped_and_listed() {
 #[test]
 fn a_dataset_with_two_classes_trains_a_three_class_network() {
     use image::{GrayImage, Luma, Rgb, RgbImage};
-    let root = scratch("train-classes");
-    let data = root.join("data");
-    for sub in ["images", "masks"] {
-        std::fs::create_dir_all(data.join(sub)).unwrap();
-    }
+    let (root, data) = empty_dataset("train-classes");
     // A red square (class 1) and a blue disc (class 2) on grey, placed differently each time.
     for i in 0..8u32 {
         let (sx, sy) = (2 + (i * 5) % 12, 3 + (i * 3) % 10);
@@ -380,12 +395,9 @@ fn a_dataset_with_two_classes_trains_a_three_class_network() {
     )
     .unwrap();
     let out = root.join("run");
-    let o = train(&data, &out, &root.join("kernels"), 4, false)
-        .args(["--lr", "3e-3"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
+    let mut c = train(&data, &out, &root.join("kernels"), 4, false);
+    c.args(["--lr", "3e-3"]);
+    let stderr = succeeds(c);
     assert!(
         stderr.contains("validation DSC per class: square"),
         "{stderr}"
@@ -426,30 +438,10 @@ fn volumes_train_slice_by_slice_and_validate_per_volume() {
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mri_cardiac_la");
     let root = scratch("train-volumes");
     let out = root.join("run");
-    let o = Command::new(env!("CARGO_BIN_EXE_medseg"))
-        .args([
-            "train", "--model", "vm-unet", "--width", "16", "--size", "32",
-        ])
-        .args([
-            "--batch",
-            "16",
-            "--epochs",
-            "1",
-            "--limit-train",
-            "1",
-            "--limit-val",
-            "1",
-        ])
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(&out)
-        .env("MEDSEG_KERNEL_CACHE", root.join("kernels"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
+    let mut c = tiny_vm_unet(&data, &out, &root.join("kernels"));
+    c.args(["--batch", "16", "--epochs", "1"])
+        .args(["--limit-train", "1", "--limit-val", "1"]);
+    let stderr = succeeds(c);
     // 88 axial slices per volume.
     assert!(
         stderr.contains("88 training and 88 validation slices from 1 and 1 volumes"),

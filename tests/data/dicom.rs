@@ -331,6 +331,14 @@ fn in_memory_dicom_matches_the_file() {
     assert_eq!(a.geometry, b.geometry);
 }
 
+fn us(o: &mut InMemDicomObject, tag: dicom_core::Tag, v: impl Into<u16>) {
+    o.put(DataElement::new(
+        tag,
+        VR::US,
+        PrimitiveValue::from(v.into()),
+    ));
+}
+
 /// Colour stored plane by plane (PlanarConfiguration 1) reads as the same RGB pixels as the
 /// usual interleaved layout.
 #[test]
@@ -350,51 +358,19 @@ fn rgb_planes_read_as_interleaved_pixels() {
             VR::UI,
             PrimitiveValue::from("1.2.3.77"),
         ));
-        o.put(DataElement::new(
-            tags::SAMPLES_PER_PIXEL,
-            VR::US,
-            PrimitiveValue::from(3u16),
-        ));
+        us(&mut o, tags::SAMPLES_PER_PIXEL, 3u16);
         o.put(DataElement::new(
             tags::PHOTOMETRIC_INTERPRETATION,
             VR::CS,
             PrimitiveValue::from("RGB"),
         ));
-        o.put(DataElement::new(
-            tags::PLANAR_CONFIGURATION,
-            VR::US,
-            PrimitiveValue::from(planar),
-        ));
-        o.put(DataElement::new(
-            tags::ROWS,
-            VR::US,
-            PrimitiveValue::from(h as u16),
-        ));
-        o.put(DataElement::new(
-            tags::COLUMNS,
-            VR::US,
-            PrimitiveValue::from(w as u16),
-        ));
-        o.put(DataElement::new(
-            tags::BITS_ALLOCATED,
-            VR::US,
-            PrimitiveValue::from(8u16),
-        ));
-        o.put(DataElement::new(
-            tags::BITS_STORED,
-            VR::US,
-            PrimitiveValue::from(8u16),
-        ));
-        o.put(DataElement::new(
-            tags::HIGH_BIT,
-            VR::US,
-            PrimitiveValue::from(7u16),
-        ));
-        o.put(DataElement::new(
-            tags::PIXEL_REPRESENTATION,
-            VR::US,
-            PrimitiveValue::from(0u16),
-        ));
+        us(&mut o, tags::PLANAR_CONFIGURATION, planar);
+        us(&mut o, tags::ROWS, h as u16);
+        us(&mut o, tags::COLUMNS, w as u16);
+        us(&mut o, tags::BITS_ALLOCATED, 8u16);
+        us(&mut o, tags::BITS_STORED, 8u16);
+        us(&mut o, tags::HIGH_BIT, 7u16);
+        us(&mut o, tags::PIXEL_REPRESENTATION, 0u16);
         let mut bytes = Vec::new();
         if planar == 0 {
             for y in 0..h {
