@@ -72,6 +72,13 @@ enum Command {
         json: Option<PathBuf>,
         #[command(flatten)]
         masks: jobs::MaskArgs,
+        /// The masks are instance label maps (0 background, each other value one cell): report
+        /// the cell F1, precision and recall per image at IoU ≥ --iou instead.
+        #[arg(long)]
+        instances: bool,
+        /// IoU at which an instance counts as found (with --instances).
+        #[arg(long, default_value_t = 0.5)]
+        iou: f64,
     },
     /// Train SA-UMamba, VM-UNet or USEMA on a dataset folder (images/ + masks/) with the
     /// reference protocol: official initialisation (USEMA: He) and augmentation, the network's
@@ -311,6 +318,16 @@ fn eval(
         masks: masks.options(),
     };
     let report = medseg_data::evaluate::evaluate(pred, gt, &opts, &mut |_, _| true)
+        .map_err(|e| e.to_string())?;
+    print!("{}", report.to_text());
+    write_json(json, &report)
+}
+
+fn eval_instances(pred: &Path, gt: &Path, iou: f64, json: Option<&PathBuf>) -> Result<(), String> {
+    if !(iou > 0.0 && iou <= 1.0) {
+        return Err(format!("--iou {iou} must be in (0, 1]"));
+    }
+    let report = medseg_data::evaluate::evaluate_instances(pred, gt, iou, &mut |_, _| true)
         .map_err(|e| e.to_string())?;
     print!("{}", report.to_text());
     write_json(json, &report)
@@ -577,10 +594,20 @@ fn main() -> ExitCode {
         Command::Eval {
             pred,
             gt,
+            json,
+            instances: true,
+            iou,
+            ..
+        } => eval_instances(pred, gt, *iou, json.as_ref()).map(|_| true),
+        Command::Eval {
+            pred,
+            gt,
             nsd_tolerance_mm,
             spacing_mm,
             json,
             masks,
+            instances: false,
+            ..
         } => eval(
             pred,
             gt,

@@ -3,8 +3,8 @@
 
 use crate::dataset::files_by_stem;
 use crate::error::{DataError, Result};
-use crate::metrics::{binary_metrics, nanmean, CaseMetrics};
-use crate::volume::{load_mask, LabelMap, MaskOptions};
+use crate::metrics::{binary_metrics, cell_f1, nanmean, CaseMetrics, CellScore};
+use crate::volume::{load_labels, load_mask, LabelMap, MaskOptions};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -238,6 +238,120 @@ impl EvalReport {
                 "note: {case}: label {label} is only in the prediction; it scores DSC 1 and HD95/ASSD 0 by the TransUNet convention (MODEL-SPEC §A.12), IoU and precision 0\n"
             );
         }
+        for p in &self.predictions_without_reference {
+            s += &format!(
+                "warning: {}: no reference with this name; not evaluated\n",
+                p.display()
+            );
+        }
+        for p in &self.references_without_prediction {
+            s += &format!(
+                "warning: {}: no prediction with this name; not evaluated\n",
+                p.display()
+            );
+        }
+        s
+    }
+}
+
+/// Cell F1 of one case (`medseg eval --instances`).
+#[derive(Clone, Debug, Serialize)]
+pub struct InstanceCase {
+    pub case: String,
+    #[serde(flatten)]
+    pub score: CellScore,
+}
+
+/// `medseg eval --instances`: predicted against reference instance label maps (2-D, 0
+/// background, every other value one instance), paired by file stem.
+#[derive(Clone, Debug, Serialize)]
+pub struct InstanceReport {
+    pub cases: Vec<InstanceCase>,
+    pub iou_threshold: f64,
+    /// Means over the cases (the challenge's per-image average).
+    pub mean_f1: f64,
+    pub mean_precision: f64,
+    pub mean_recall: f64,
+    pub predictions_without_reference: Vec<PathBuf>,
+    pub references_without_prediction: Vec<PathBuf>,
+}
+
+/// Cell F1, precision and recall at IoU ≥ `iou` per image (MODEL-SPEC §A.12:
+/// [`crate::metrics::cell_f1`]), and their means.
+pub fn evaluate_instances(
+    pred_dir: &Path,
+    gt_dir: &Path,
+    iou: f64,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<InstanceReport> {
+    let (preds, _) = files_by_stem(pred_dir)?;
+    let (mut gts, _) = files_by_stem(gt_dir)?;
+    let mut cases = Vec::new();
+    let mut predictions_without_reference = Vec::new();
+    let total = preds.len();
+    for (i, (stem, pred_path)) in preds.into_iter().enumerate() {
+        if !progress(i, total) {
+            return Err(DataError::Cancelled);
+        }
+        let Some(gt_path) = gts.remove(&stem) else {
+            predictions_without_reference.push(pred_path);
+            continue;
+        };
+        let (pred, gt) = (load_labels(&pred_path)?, load_labels(&gt_path)?);
+        let [w, h, d] = gt.geometry.dims;
+        if pred.geometry.dims != gt.geometry.dims || d != 1 {
+            return Err(DataError::Mismatch(format!(
+                "{} (prediction, {:?}) and {} (reference, {:?}): instance maps must be 2-D and of one size",
+                pred_path.display(),
+                pred.geometry.dims,
+                gt_path.display(),
+                gt.geometry.dims
+            )));
+        }
+        let ids = |m: &LabelMap| -> Vec<u32> { m.labels.iter().map(|&v| v as u32).collect() };
+        let score = cell_f1(&ids(&gt), &ids(&pred), w, h, iou)?;
+        cases.push(InstanceCase { case: stem, score });
+    }
+    if cases.is_empty() {
+        return Err(DataError::Invalid(format!(
+            "no prediction in {} has a reference of the same name in {}",
+            pred_dir.display(),
+            gt_dir.display()
+        )));
+    }
+    let mean = |f: fn(&CellScore) -> f64| nanmean(cases.iter().map(|c| f(&c.score)));
+    Ok(InstanceReport {
+        mean_f1: mean(|s| s.f1),
+        mean_precision: mean(|s| s.precision),
+        mean_recall: mean(|s| s.recall),
+        cases,
+        iou_threshold: iou,
+        predictions_without_reference,
+        references_without_prediction: gts.into_values().collect(),
+    })
+}
+
+impl InstanceReport {
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "{:<28} {:>6} {:>6} {:>6} {:>9} {:>9} {:>9}\n",
+            "case", "TP", "pred", "ref", "precision", "recall", "F1"
+        );
+        for c in &self.cases {
+            let k = &c.score;
+            s += &format!(
+                "{:<28} {:>6} {:>6} {:>6} {:>9.4} {:>9.4} {:>9.4}\n",
+                c.case, k.true_positives, k.predicted, k.reference, k.precision, k.recall, k.f1
+            );
+        }
+        s += &format!(
+            "mean over {} images at IoU ≥ {}: precision {:.4}, recall {:.4}, F1 {:.4}\n",
+            self.cases.len(),
+            self.iou_threshold,
+            self.mean_precision,
+            self.mean_recall,
+            self.mean_f1
+        );
         for p in &self.predictions_without_reference {
             s += &format!(
                 "warning: {}: no reference with this name; not evaluated\n",

@@ -11,6 +11,7 @@ pub mod error;
 pub mod evaluate;
 pub mod geometry;
 pub mod info;
+pub mod instances;
 pub mod metrics;
 pub mod nifti;
 pub mod preprocess;
