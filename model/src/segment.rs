@@ -34,6 +34,9 @@ pub enum SegmentError {
     Cancelled,
     #[error(transparent)]
     Data(DataError),
+    /// The checkpoint's files cannot be read or do not fit the network they describe.
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
 }
 
 impl From<DataError> for SegmentError {
@@ -66,12 +69,12 @@ impl SegModel {
             path: json.to_path_buf(),
             problem,
         };
-        let meta = checkpoint::read_meta(json).map_err(err)?;
+        let meta = checkpoint::read_meta(json)?;
         let file = meta["weights"]
             .as_str()
             .ok_or_else(|| err("no \"weights\" file named".into()))?;
         let weights = json.with_file_name(file);
-        let tensors = checkpoint::read_tensors(&weights).map_err(err)?;
+        let tensors = checkpoint::read_tensors(&weights)?;
         Self::from_parts(&meta, tensors, device).map_err(err)
     }
 
@@ -88,7 +91,7 @@ impl SegModel {
         };
         let meta: serde_json::Value =
             serde_json::from_slice(json).map_err(|e| err(format!("not JSON ({e})")))?;
-        let tensors = checkpoint::tensors_from_bytes(weights).map_err(err)?;
+        let tensors = checkpoint::tensors_from_bytes(weights).map_err(|e| e.at(Path::new(name)))?;
         Self::from_parts(&meta, tensors, device).map_err(err)
     }
 
@@ -122,9 +125,9 @@ impl SegModel {
             path: path.to_path_buf(),
             problem,
         };
-        let tensors = checkpoint::read_official(path).map_err(err)?;
+        let tensors = checkpoint::read_official(path)?;
         let cfg = official_config(&tensors).map_err(err)?;
-        let net = checkpoint::load_official(path, &cfg, device).map_err(err)?;
+        let net = checkpoint::load_official(path, &cfg, device)?;
         let input = InputSpec::reference(256, InputSpec::default_classes(cfg.classes()));
         let title = format!(
             "{} ({})",

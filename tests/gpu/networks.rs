@@ -208,7 +208,7 @@ fn vm_unet_refuses_sizes_it_cannot_take() {
 fn official_weights_import_and_mismatches_are_refused() {
     use medseg_model::fixtures::{rel_l2, tensor, values, Fixture};
     use medseg_model::nn::net::NetConfig;
-    use medseg_model::train::checkpoint::load_official;
+    use medseg_model::train::checkpoint::{load_official, CheckpointError};
     let Some(ctx) = gpu() else { return };
     let f = Fixture::load(&crate::shared_dir().join("fixtures/e2e_saumamba_c1.safetensors"))
         .expect("fixture");
@@ -288,17 +288,23 @@ fn official_weights_import_and_mismatches_are_refused() {
         ..cfg.clone()
     };
     let e = load_official(&path, &NetConfig::VmUnet(vss), &ctx.device).unwrap_err();
+    assert!(matches!(e, CheckpointError::Mismatch { .. }), "{e:?}");
+    let e = e.to_string();
     assert!(
         e.contains("nothing was loaded") && e.contains("conv_blk"),
         "{e}"
     );
     let other = VmUnetConfig { d_state: 8, ..cfg };
-    let e = load_official(&path, &NetConfig::VmUnet(other.clone()), &ctx.device).unwrap_err();
+    let e = load_official(&path, &NetConfig::VmUnet(other.clone()), &ctx.device)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("A_logs") && e.contains("stored"), "{e}");
     // A real PyTorch state dict (two Linear layers) is read and refused by name.
     let pth = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/data/pth/linear_state_dict.pt");
-    let e = load_official(&pth, &NetConfig::VmUnet(other), &ctx.device).unwrap_err();
+    let e = load_official(&pth, &NetConfig::VmUnet(other), &ctx.device)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("classifier.weight") || e.contains("missing"),
         "{e}"

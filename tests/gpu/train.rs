@@ -256,6 +256,15 @@ fn training_on_polyp_images_lowers_the_loss() {
     std::fs::write(&wrong, serde_json::to_vec(&meta).unwrap()).unwrap();
     let e = checkpoint::load(&wrong, &dev).expect_err("refused");
     assert!(
+        matches!(
+            &e,
+            checkpoint::CheckpointError::Mismatch { path: Some(p), .. }
+                if p.extension().is_some_and(|x| x == "safetensors")
+        ),
+        "{e:?}"
+    );
+    let e = e.to_string();
+    assert!(
         e.contains("does not match") && e.contains("layers.3"),
         "{e}"
     );

@@ -83,10 +83,13 @@ pub enum JobError {
     Segment(SegmentError),
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    /// A checkpoint or training state that cannot be read or does not fit.
+    #[error(transparent)]
+    Checkpoint(#[from] medseg_model::train::checkpoint::CheckpointError),
     /// Wrong arguments or settings, named in the message.
     #[error("{0}")]
     Invalid(String),
-    /// Anything else the lower layers report as text (training, checkpoints).
+    /// Anything else the lower layers report as text (training).
     #[error("{0}")]
     Failed(String),
 }

@@ -351,8 +351,7 @@ pub fn train_observed(
         ));
     }
     let (mut net, mut state) = if a.resume {
-        let (net, state) = medseg_model::train::checkpoint::load_state(&a.out, &cfg, &device)
-            .map_err(JobError::Failed)?;
+        let (net, state) = medseg_model::train::checkpoint::load_state(&a.out, &cfg, &device)?;
         r.log(&format!(
             "resuming at epoch {} of {}{}",
             state.next_epoch + 1,
@@ -372,8 +371,7 @@ pub fn train_observed(
         }
         let net = match &a.init {
             Some(path) => {
-                let net = medseg_model::train::checkpoint::load_official(path, &cfg.net, &device)
-                    .map_err(JobError::Failed)?;
+                let net = medseg_model::train::checkpoint::load_official(path, &cfg.net, &device)?;
                 r.log(&format!("starting from the weights in {}", path.display()));
                 net
             }

@@ -11,9 +11,98 @@ use crate::nn::params::{AnyParam, Loader, NamedParams, WeightSource};
 use burn::tensor::{Device, Tensor, TensorData};
 use medseg_data::preprocess::InputSpec;
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-fn flat(p: &AnyParam) -> Result<(Vec<usize>, Vec<f32>), String> {
+/// What can go wrong reading or writing checkpoints and training states.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file (or bytes in memory) is not what it should be: not safetensors or JSON, a field
+    /// missing or of the wrong kind.
+    #[error("{}{problem}", prefix(path))]
+    Format {
+        path: Option<PathBuf>,
+        problem: String,
+    },
+    /// The stored tensors do not fit the network, or a saved state does not fit the run.
+    #[error("{}{problem}", prefix(path))]
+    Mismatch {
+        path: Option<PathBuf>,
+        problem: String,
+    },
+    /// Building the network or reading a tensor back from the device failed.
+    #[error("{0}")]
+    Network(String),
+    /// Writing a file atomically failed.
+    #[error(transparent)]
+    Data(#[from] medseg_data::DataError),
+}
+
+fn prefix(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!("{}: ", p.display()))
+        .unwrap_or_default()
+}
+
+impl CheckpointError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn format(problem: impl Into<String>) -> Self {
+        CheckpointError::Format {
+            path: None,
+            problem: problem.into(),
+        }
+    }
+
+    fn mismatch(problem: impl Into<String>) -> Self {
+        CheckpointError::Mismatch {
+            path: None,
+            problem: problem.into(),
+        }
+    }
+
+    /// The same error, naming `file` when it names none yet.
+    pub fn at(self, file: &Path) -> Self {
+        match self {
+            CheckpointError::Format {
+                path: None,
+                problem,
+            } => CheckpointError::Format {
+                path: Some(file.to_path_buf()),
+                problem,
+            },
+            CheckpointError::Mismatch {
+                path: None,
+                problem,
+            } => CheckpointError::Mismatch {
+                path: Some(file.to_path_buf()),
+                problem,
+            },
+            other => other,
+        }
+    }
+}
+
+/// Callers whose own errors are still text (the trainer, the command line) take it as text.
+impl From<CheckpointError> for String {
+    fn from(e: CheckpointError) -> String {
+        e.to_string()
+    }
+}
+
+type Result<T, E = CheckpointError> = std::result::Result<T, E>;
+
+fn flat(p: &AnyParam) -> Result<(Vec<usize>, Vec<f32>)> {
     let data = match p {
         AnyParam::R1(p) => p.val().into_data(),
         AnyParam::R2(p) => p.val().into_data(),
@@ -24,7 +113,7 @@ fn flat(p: &AnyParam) -> Result<(Vec<usize>, Vec<f32>), String> {
     let v = data
         .convert::<f32>()
         .try_to_vec::<f32>()
-        .map_err(|e| format!("reading a parameter: {e:?}"))?;
+        .map_err(|e| CheckpointError::Network(format!("reading a parameter: {e:?}")))?;
     Ok((shape, v))
 }
 
@@ -34,8 +123,8 @@ fn write_weights(
     tag: &str,
     net: &mut Net,
     extra: Vec<(String, Vec<usize>, Vec<f32>)>,
-) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| CheckpointError::io(dir, e))?;
     let mut named = Vec::new();
     net.named_params("", &mut named);
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
@@ -49,7 +138,7 @@ fn write_weights(
             .into_data()
             .convert::<f32>()
             .try_to_vec::<f32>()
-            .map_err(|e| format!("reading {n}: {e:?}"))?;
+            .map_err(|e| CheckpointError::Network(format!("reading {n}: {e:?}")))?;
         tensors.push((n, shape, bytemuck::cast_slice(&v).to_vec()));
     }
     for (n, shape, v) in extra {
@@ -60,13 +149,14 @@ fn write_weights(
         .map(|(n, s, b)| {
             safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
                 .map(|v| (n.clone(), v))
-                .map_err(|e| format!("{n}: {e}"))
+                .map_err(|e| CheckpointError::format(format!("{n}: {e}")))
         })
-        .collect::<Result<_, _>>()?;
-    let bytes = safetensors::tensor::serialize(views, None).map_err(|e| e.to_string())?;
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::tensor::serialize(views, None)
+        .map_err(|e| CheckpointError::format(e.to_string()))?;
     let weights = dir.join(format!("{tag}.safetensors"));
-    medseg_data::atomic::write_atomic(&weights, true, |w| w.write_all(&bytes))
-        .map_err(|e| e.to_string())
+    medseg_data::atomic::write_atomic(&weights, true, |w| w.write_all(&bytes))?;
+    Ok(())
 }
 
 /// Writes `dir/tag.safetensors` and `dir/tag.json` (the network, how its input is prepared,
@@ -77,7 +167,7 @@ pub fn save(
     net: &mut Net,
     cfg: &TrainConfig,
     report: &EpochReport,
-) -> Result<(), String> {
+) -> Result<()> {
     write_weights(dir, tag, net, Vec::new())?;
     let input = InputSpec {
         size: cfg.size,
@@ -95,11 +185,12 @@ pub fn save(
         },
         "epoch": report,
     });
-    let body = serde_json::to_vec_pretty(&meta).map_err(|e| e.to_string())?;
+    let body =
+        serde_json::to_vec_pretty(&meta).map_err(|e| CheckpointError::format(e.to_string()))?;
     medseg_data::atomic::write_atomic(&dir.join(format!("{tag}.json")), true, |w| {
         w.write_all(&body)
-    })
-    .map_err(|e| e.to_string())
+    })?;
+    Ok(())
 }
 
 /// Stored tensors by name: shape and f32 values.
@@ -107,22 +198,22 @@ pub type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// Tensors of a safetensors file as f32, by name (stored as f32, or f16/bf16/f64 as the
 /// compact bundled models are).
-pub fn read_tensors(path: &Path) -> Result<Tensors, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    tensors_from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+pub fn read_tensors(path: &Path) -> Result<Tensors> {
+    let bytes = std::fs::read(path).map_err(|e| CheckpointError::io(path, e))?;
+    tensors_from_bytes(&bytes).map_err(|e| e.at(path))
 }
 
 /// Tensors of safetensors bytes as f32, by name; any non-float tensor refuses the file.
-pub fn tensors_from_bytes(bytes: &[u8]) -> Result<Tensors, String> {
+pub fn tensors_from_bytes(bytes: &[u8]) -> Result<Tensors> {
     let st = safetensors::SafeTensors::deserialize(bytes)
-        .map_err(|e| format!("not a safetensors file ({e})"))?;
+        .map_err(|e| CheckpointError::format(format!("not a safetensors file ({e})")))?;
     let mut out = HashMap::new();
     for (name, t) in st.tensors() {
         let v = decode_float(&t).ok_or_else(|| {
-            format!(
+            CheckpointError::format(format!(
                 "{name} is {:?}; medseg checkpoints hold floating-point tensors",
                 t.dtype()
-            )
+            ))
         })?;
         out.insert(name, (t.shape().to_vec(), v));
     }
@@ -130,7 +221,7 @@ pub fn tensors_from_bytes(bytes: &[u8]) -> Result<Tensors, String> {
 }
 
 /// Writes `tensors` as safetensors to `path` (atomically), as f32 or rounded to f16.
-pub fn write_tensors(path: &Path, tensors: &Tensors, half: bool) -> Result<(), String> {
+pub fn write_tensors(path: &Path, tensors: &Tensors, half: bool) -> Result<()> {
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
     let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = names
@@ -157,12 +248,13 @@ pub fn write_tensors(path: &Path, tensors: &Tensors, half: bool) -> Result<(), S
         .map(|(n, s, b)| {
             safetensors::tensor::TensorView::new(dtype, s.clone(), b)
                 .map(|v| (n.clone(), v))
-                .map_err(|e| format!("{n}: {e}"))
+                .map_err(|e| CheckpointError::format(format!("{n}: {e}")))
         })
-        .collect::<Result<_, _>>()?;
-    let bytes = safetensors::tensor::serialize(views, None).map_err(|e| e.to_string())?;
-    medseg_data::atomic::write_atomic(path, true, |w| w.write_all(&bytes))
-        .map_err(|e| e.to_string())
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::tensor::serialize(views, None)
+        .map_err(|e| CheckpointError::format(e.to_string()))?;
+    medseg_data::atomic::write_atomic(path, true, |w| w.write_all(&bytes))?;
+    Ok(())
 }
 
 /// The values of a floating-point safetensors tensor as f32; None for other dtypes.
@@ -238,7 +330,7 @@ impl StoredWeights {
     }
 
     /// Ok when every needed tensor was there with its shape and nothing stored was left over.
-    pub fn check(&self, what: &str) -> Result<(), String> {
+    pub fn check(&self, what: &str) -> Result<()> {
         let mut problems = self.problems.clone();
         let mut unused: Vec<&String> = self
             .tensors
@@ -263,11 +355,11 @@ impl StoredWeights {
         }
         let n = problems.len();
         problems.truncate(8);
-        Err(format!(
+        Err(CheckpointError::mismatch(format!(
             "{what} does not match the network ({n} problems; nothing was loaded):\n  {}{}",
             problems.join("\n  "),
             if n > 8 { "\n  …" } else { "" }
-        ))
+        )))
     }
 }
 
@@ -278,56 +370,54 @@ impl WeightSource for StoredWeights {
 }
 
 /// The network configuration written by [`save`].
-pub fn config_from_json(meta: &serde_json::Value) -> Result<NetConfig, String> {
-    NetConfig::from_json(meta["model"].as_str(), &meta["config"])
+pub fn config_from_json(meta: &serde_json::Value) -> Result<NetConfig> {
+    NetConfig::from_json(meta["model"].as_str(), &meta["config"]).map_err(CheckpointError::format)
 }
 
 /// Loads a network saved by [`save`] (`tag.json` + its safetensors) onto `device`; refuses a
 /// checkpoint whose tensors do not match its configuration.
-pub fn load(json: &Path, device: &Device) -> Result<(Net, serde_json::Value), String> {
+pub fn load(json: &Path, device: &Device) -> Result<(Net, serde_json::Value)> {
     let meta = read_meta(json)?;
-    let weights = json.with_file_name(
-        meta["weights"]
-            .as_str()
-            .ok_or_else(|| format!("{}: no \"weights\" file named", json.display()))?,
-    );
+    let weights = json.with_file_name(weights_name(&meta).map_err(|e| e.at(json))?);
     let tensors = read_tensors(&weights)?;
-    let net =
-        load_tensors(&meta, tensors, device).map_err(|e| format!("{}: {e}", weights.display()))?;
+    let net = load_tensors(&meta, tensors, device).map_err(|e| e.at(&weights))?;
     Ok((net, meta))
 }
 
+/// The weights file a checkpoint's JSON names.
+fn weights_name(meta: &serde_json::Value) -> Result<&str> {
+    meta["weights"]
+        .as_str()
+        .ok_or_else(|| CheckpointError::format("no \"weights\" file named"))
+}
+
 /// A checkpoint's JSON.
-pub fn read_meta(json: &Path) -> Result<serde_json::Value, String> {
-    serde_json::from_slice(&std::fs::read(json).map_err(|e| format!("{}: {e}", json.display()))?)
-        .map_err(|e| format!("{}: not JSON ({e})", json.display()))
+pub fn read_meta(json: &Path) -> Result<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(json).map_err(|e| CheckpointError::io(json, e))?)
+        .map_err(|e| CheckpointError::format(format!("not JSON ({e})")).at(json))
 }
 
 /// The network a checkpoint's JSON describes, with `tensors` as its weights.
-pub fn load_tensors(
-    meta: &serde_json::Value,
-    tensors: Tensors,
-    device: &Device,
-) -> Result<Net, String> {
+pub fn load_tensors(meta: &serde_json::Value, tensors: Tensors, device: &Device) -> Result<Net> {
     let cfg = config_from_json(meta)?;
     let mut src = StoredWeights::new(tensors);
     src.ignore_prefix = Some("adam.".into());
-    let net = Net::load(&cfg, &mut Loader::new(&mut src, device.clone(), ""))?;
+    let net = Net::load(&cfg, &mut Loader::new(&mut src, device.clone(), ""))
+        .map_err(CheckpointError::Network)?;
     src.check("the weights")?;
     Ok(net)
 }
 
 /// The float tensors of an official checkpoint (`.pth`/`.pt` zip or `.safetensors`) under
 /// the official names, `module.` and `vmunet.` prefixes taken off.
-pub fn read_official(path: &Path) -> Result<Tensors, String> {
-    let what = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| format!("{what}: {e}"))?;
+pub fn read_official(path: &Path) -> Result<Tensors> {
+    let bytes = std::fs::read(path).map_err(|e| CheckpointError::io(path, e))?;
     let raw = if bytes.starts_with(b"PK\x03\x04") || bytes.first() == Some(&0x80) {
-        crate::pth::read_pth(&bytes)
+        crate::pth::read_pth(&bytes).map_err(CheckpointError::format)
     } else {
         float_tensors(&bytes)
     }
-    .map_err(|e| format!("{what}: {e}"))?;
+    .map_err(|e| e.at(path))?;
     let mut tensors = Tensors::new();
     for (name, t) in raw {
         let short = name.strip_prefix("module.").unwrap_or(&name);
@@ -343,20 +433,24 @@ pub fn read_official(path: &Path) -> Result<Tensors, String> {
 /// (DataParallel) and the `vmunet.` prefix are taken off; integer buffers
 /// (`num_batches_tracked`) and SA-UMamba's never-called iAFF/DySample modules are ignored.
 /// Anything missing, misshapen or left over refuses the file, listing the first problems.
-pub fn load_official(path: &Path, cfg: &NetConfig, device: &Device) -> Result<Net, String> {
+pub fn load_official(path: &Path, cfg: &NetConfig, device: &Device) -> Result<Net> {
     let what = path.display().to_string();
     let tensors = read_official(path)?;
     let mut src = StoredWeights::new(tensors);
     src.ignore_containing = vec!["iaffs.", ".new_upsample."];
-    let net = Net::load(cfg, &mut Loader::new(&mut src, device.clone(), ""))?;
+    let net = Net::load(cfg, &mut Loader::new(&mut src, device.clone(), ""))
+        .map_err(CheckpointError::Network)?;
     src.check(&what)?;
     Ok(net)
 }
 
 /// The floating-point tensors of a safetensors file as f32 (integer ones left out).
-fn float_tensors(bytes: &[u8]) -> Result<Tensors, String> {
-    let st = safetensors::SafeTensors::deserialize(bytes)
-        .map_err(|e| format!("neither a PyTorch zip nor a safetensors file ({e})"))?;
+fn float_tensors(bytes: &[u8]) -> Result<Tensors> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
+        CheckpointError::format(format!(
+            "neither a PyTorch zip nor a safetensors file ({e})"
+        ))
+    })?;
     Ok(st
         .tensors()
         .into_iter()
@@ -369,12 +463,7 @@ fn float_tensors(bytes: &[u8]) -> Result<Tensors, String> {
 /// that file. The JSON is written last and replaces the previous one in one rename, so a run
 /// killed at any moment leaves a complete state — the new one or the previous one, whose
 /// weights file is deleted only after the new JSON is in place.
-pub fn save_state(
-    dir: &Path,
-    net: &mut Net,
-    cfg: &TrainConfig,
-    state: &TrainState,
-) -> Result<(), String> {
+pub fn save_state(dir: &Path, net: &mut Net, cfg: &TrainConfig, state: &TrainState) -> Result<()> {
     let mut extra = Vec::new();
     for (name, m) in &state.opt.moments {
         for (k, t) in [("m", &m.m), ("v", &m.v)] {
@@ -383,7 +472,7 @@ pub fn save_state(
                 .into_data()
                 .convert::<f32>()
                 .try_to_vec::<f32>()
-                .map_err(|e| format!("reading adam.{k}.{name}: {e:?}"))?;
+                .map_err(|e| CheckpointError::Network(format!("reading adam.{k}.{name}: {e:?}")))?;
             extra.push((format!("adam.{k}.{name}"), vec![v.len()], v));
         }
     }
@@ -407,9 +496,9 @@ pub fn save_state(
         "summary": state.summary,
         "epoch": state.summary.epochs.last(),
     });
-    let body = serde_json::to_vec_pretty(&meta).map_err(|e| e.to_string())?;
-    medseg_data::atomic::write_atomic(&dir.join("state.json"), true, |w| w.write_all(&body))
-        .map_err(|e| e.to_string())?;
+    let body =
+        serde_json::to_vec_pretty(&meta).map_err(|e| CheckpointError::format(e.to_string()))?;
+    medseg_data::atomic::write_atomic(&dir.join("state.json"), true, |w| w.write_all(&body))?;
     // Older states' weights (and the unversioned name of earlier builds) are no longer named.
     let keep = format!("{tag}.safetensors");
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -426,11 +515,7 @@ pub fn save_state(
 
 /// Continues a run saved by [`save_state`] in `dir`: the network, the optimiser, the epoch,
 /// the step and the generators. The training settings must match the saved ones.
-pub fn load_state(
-    dir: &Path,
-    cfg: &TrainConfig,
-    device: &Device,
-) -> Result<(Net, TrainState), String> {
+pub fn load_state(dir: &Path, cfg: &TrainConfig, device: &Device) -> Result<(Net, TrainState)> {
     let json = dir.join("state.json");
     let meta = read_meta(&json)?;
     let saved = &meta["train"];
@@ -442,36 +527,32 @@ pub fn load_state(
         ("seed", cfg.seed),
     ] {
         if saved[k].as_u64() != Some(want) {
-            return Err(format!(
-                "{}: the run was started with {k} {}, not {want}",
-                json.display(),
+            return Err(CheckpointError::mismatch(format!(
+                "the run was started with {k} {}, not {want}",
                 saved[k]
-            ));
+            ))
+            .at(&json));
         }
     }
     if let Some(lr) = saved["lr"].as_f64() {
         if (lr - cfg.schedule.max_lr).abs() > 1e-12 * lr.abs() {
-            return Err(format!(
-                "{}: the run was started with lr {lr}, not {}",
-                json.display(),
+            return Err(CheckpointError::mismatch(format!(
+                "the run was started with lr {lr}, not {}",
                 cfg.schedule.max_lr
-            ));
+            ))
+            .at(&json));
         }
     }
-    if config_from_json(&meta)? != cfg.net {
-        return Err(format!(
-            "{}: saved for another network configuration",
-            json.display()
-        ));
+    if config_from_json(&meta).map_err(|e| e.at(&json))? != cfg.net {
+        return Err(CheckpointError::mismatch("saved for another network configuration").at(&json));
     }
-    let weights = dir.join(
-        meta["weights"]
-            .as_str()
-            .ok_or_else(|| format!("{}: no \"weights\" file named", json.display()))?,
-    );
+    let weights = dir.join(weights_name(&meta).map_err(|e| e.at(&json))?);
     let mut tensors = read_tensors(&weights)?;
     let mut opt = GpuAdamW::new(cfg.optimizer);
-    opt.step = meta["adam_step"].as_u64().ok_or("adam_step missing")? as u32;
+    let missing = |k: &str| CheckpointError::format(format!("{k} missing")).at(&json);
+    opt.step = meta["adam_step"]
+        .as_u64()
+        .ok_or_else(|| missing("adam_step"))? as u32;
     let adam: Vec<String> = tensors
         .keys()
         .filter(|k| k.starts_with("adam."))
@@ -481,8 +562,7 @@ pub fn load_state(
         .iter()
         .filter_map(|k| tensors.remove_entry(k))
         .collect();
-    let mut net =
-        load_tensors(&meta, tensors, device).map_err(|e| format!("{}: {e}", weights.display()))?;
+    let mut net = load_tensors(&meta, tensors, device).map_err(|e| e.at(&weights))?;
     let mut named = Vec::new();
     net.named_params("", &mut named);
     for (name, _) in &named {
@@ -496,14 +576,14 @@ pub fn load_state(
                 .insert(name.clone(), super::optim::Moments { m, v });
         }
     }
-    let num = |k: &str| -> Result<u64, String> {
+    let num = |k: &str| -> Result<u64> {
         meta[k]
             .as_str()
             .and_then(|s| s.parse().ok())
-            .ok_or(format!("{}: {k} missing", json.display()))
+            .ok_or_else(|| missing(k))
     };
     let mut summary: TrainSummary = serde_json::from_value(meta["summary"].clone())
-        .map_err(|e| format!("{}: summary: {e}", json.display()))?;
+        .map_err(|e| CheckpointError::format(format!("summary: {e}")).at(&json))?;
     // Step losses are f32 read-backs; JSON's decimal round trip may move them by an f64 ulp,
     // and snapping back to f32 restores them exactly (a resumed epoch's mean then matches).
     for l in summary.step_losses.iter_mut() {
@@ -511,7 +591,9 @@ pub fn load_state(
     }
     let state = TrainState {
         opt,
-        next_epoch: meta["next_epoch"].as_u64().ok_or("next_epoch missing")? as usize,
+        next_epoch: meta["next_epoch"]
+            .as_u64()
+            .ok_or_else(|| missing("next_epoch"))? as usize,
         next_step: meta["next_step"].as_u64().unwrap_or(0) as usize,
         shuffle_rng: num("shuffle_rng")?,
         augment_rng: num("augment_rng")?,
