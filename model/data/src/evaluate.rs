@@ -73,6 +73,57 @@ fn means<'a>(entries: impl Iterator<Item = &'a CaseEntry> + Clone) -> BTreeMap<&
         .collect()
 }
 
+/// Predictions and references paired by file stem: (stem, prediction, reference) and the files
+/// of either side without a partner. No pair at all is an error naming both folders.
+struct Pairs {
+    pairs: Vec<(String, PathBuf, PathBuf)>,
+    predictions_without_reference: Vec<PathBuf>,
+    references_without_prediction: Vec<PathBuf>,
+}
+
+fn pair_files(pred_dir: &Path, gt_dir: &Path) -> Result<Pairs> {
+    let (preds, _) = files_by_stem(pred_dir)?;
+    let (mut gts, _) = files_by_stem(gt_dir)?;
+    let mut pairs = Vec::new();
+    let mut predictions_without_reference = Vec::new();
+    for (stem, pred) in preds {
+        match gts.remove(&stem) {
+            Some(gt) => pairs.push((stem, pred, gt)),
+            None => predictions_without_reference.push(pred),
+        }
+    }
+    if pairs.is_empty() {
+        return Err(DataError::Invalid(format!(
+            "no prediction in {} has a reference of the same name in {}",
+            pred_dir.display(),
+            gt_dir.display()
+        )));
+    }
+    Ok(Pairs {
+        pairs,
+        predictions_without_reference,
+        references_without_prediction: gts.into_values().collect(),
+    })
+}
+
+/// The warning lines for files that found no partner.
+fn unpaired(predictions: &[PathBuf], references: &[PathBuf]) -> String {
+    let mut s = String::new();
+    for p in predictions {
+        s += &format!(
+            "warning: {}: no reference with this name; not evaluated\n",
+            p.display()
+        );
+    }
+    for p in references {
+        s += &format!(
+            "warning: {}: no prediction with this name; not evaluated\n",
+            p.display()
+        );
+    }
+    s
+}
+
 /// Metrics of one case for every label present in either map; `case` names the two files in
 /// messages.
 pub fn evaluate_case(
@@ -113,24 +164,16 @@ pub fn evaluate(
     opts: &EvalOptions,
     progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<EvalReport> {
-    let (preds, _) = files_by_stem(pred_dir)?;
-    let (mut gts, _) = files_by_stem(gt_dir)?;
+    let found = pair_files(pred_dir, gt_dir)?;
     let mut cases = Vec::new();
     // (TP, FP, FN) per label over every case.
     let mut pooled: BTreeMap<u16, [u64; 3]> = BTreeMap::new();
-    let mut predictions_without_reference = Vec::new();
     let mut labels_only_in_prediction = Vec::new();
-    let total = preds.len();
-    let mut paired = 0;
-    for (i, (stem, pred_path)) in preds.into_iter().enumerate() {
+    let total = found.pairs.len();
+    for (i, (stem, pred_path, gt_path)) in found.pairs.into_iter().enumerate() {
         if !progress(i, total) {
             return Err(DataError::Cancelled);
         }
-        let Some(gt_path) = gts.remove(&stem) else {
-            predictions_without_reference.push(pred_path);
-            continue;
-        };
-        paired += 1;
         let mut pred = load_mask(&pred_path, &opts.masks)?;
         let mut gt = load_mask(&gt_path, &opts.masks)?;
         for m in [&mut pred, &mut gt] {
@@ -171,13 +214,6 @@ pub fn evaluate(
         }
         cases.extend(entries);
     }
-    if paired == 0 {
-        return Err(DataError::Invalid(format!(
-            "no prediction in {} has a reference of the same name in {}",
-            pred_dir.display(),
-            gt_dir.display()
-        )));
-    }
     let mut per_label = BTreeMap::new();
     let mut labels: Vec<u16> = cases.iter().map(|c| c.label).collect();
     labels.sort_unstable();
@@ -198,8 +234,8 @@ pub fn evaluate(
         per_label,
         cases,
         nsd_tolerance_mm: opts.nsd_tolerance_mm,
-        predictions_without_reference,
-        references_without_prediction: gts.into_values().collect(),
+        predictions_without_reference: found.predictions_without_reference,
+        references_without_prediction: found.references_without_prediction,
         labels_only_in_prediction,
     })
 }
@@ -238,18 +274,10 @@ impl EvalReport {
                 "note: {case}: label {label} is only in the prediction; it scores DSC 1 and HD95/ASSD 0 by the TransUNet convention (MODEL-SPEC §A.12), IoU and precision 0\n"
             );
         }
-        for p in &self.predictions_without_reference {
-            s += &format!(
-                "warning: {}: no reference with this name; not evaluated\n",
-                p.display()
-            );
-        }
-        for p in &self.references_without_prediction {
-            s += &format!(
-                "warning: {}: no prediction with this name; not evaluated\n",
-                p.display()
-            );
-        }
+        s += &unpaired(
+            &self.predictions_without_reference,
+            &self.references_without_prediction,
+        );
         s
     }
 }
@@ -284,19 +312,13 @@ pub fn evaluate_instances(
     iou: f64,
     progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<InstanceReport> {
-    let (preds, _) = files_by_stem(pred_dir)?;
-    let (mut gts, _) = files_by_stem(gt_dir)?;
+    let found = pair_files(pred_dir, gt_dir)?;
     let mut cases = Vec::new();
-    let mut predictions_without_reference = Vec::new();
-    let total = preds.len();
-    for (i, (stem, pred_path)) in preds.into_iter().enumerate() {
+    let total = found.pairs.len();
+    for (i, (stem, pred_path, gt_path)) in found.pairs.into_iter().enumerate() {
         if !progress(i, total) {
             return Err(DataError::Cancelled);
         }
-        let Some(gt_path) = gts.remove(&stem) else {
-            predictions_without_reference.push(pred_path);
-            continue;
-        };
         let (pred, gt) = (load_labels(&pred_path)?, load_labels(&gt_path)?);
         let [w, h, d] = gt.geometry.dims;
         if pred.geometry.dims != gt.geometry.dims || d != 1 {
@@ -312,13 +334,6 @@ pub fn evaluate_instances(
         let score = cell_f1(&ids(&gt), &ids(&pred), w, h, iou)?;
         cases.push(InstanceCase { case: stem, score });
     }
-    if cases.is_empty() {
-        return Err(DataError::Invalid(format!(
-            "no prediction in {} has a reference of the same name in {}",
-            pred_dir.display(),
-            gt_dir.display()
-        )));
-    }
     let mean = |f: fn(&CellScore) -> f64| nanmean(cases.iter().map(|c| f(&c.score)));
     Ok(InstanceReport {
         mean_f1: mean(|s| s.f1),
@@ -326,8 +341,8 @@ pub fn evaluate_instances(
         mean_recall: mean(|s| s.recall),
         cases,
         iou_threshold: iou,
-        predictions_without_reference,
-        references_without_prediction: gts.into_values().collect(),
+        predictions_without_reference: found.predictions_without_reference,
+        references_without_prediction: found.references_without_prediction,
     })
 }
 
@@ -352,18 +367,10 @@ impl InstanceReport {
             self.mean_recall,
             self.mean_f1
         );
-        for p in &self.predictions_without_reference {
-            s += &format!(
-                "warning: {}: no reference with this name; not evaluated\n",
-                p.display()
-            );
-        }
-        for p in &self.references_without_prediction {
-            s += &format!(
-                "warning: {}: no prediction with this name; not evaluated\n",
-                p.display()
-            );
-        }
+        s += &unpaired(
+            &self.predictions_without_reference,
+            &self.references_without_prediction,
+        );
         s
     }
 }
