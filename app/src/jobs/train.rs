@@ -294,31 +294,31 @@ pub fn train_observed(
     } else {
         (Normalization::None, norm)
     };
-    let mut val_volumes = Vec::new();
-    let train_volumes = tr.len();
-    let tr: Vec<_> = tr
-        .into_iter()
-        .flat_map(|l| trainer::slices(l, whole))
-        .collect();
-    let va: Vec<_> = va
-        .into_iter()
-        .flat_map(|l| {
-            let s = trainer::slices(l, whole);
-            if of_volumes {
-                val_volumes.push(s.len());
-            }
-            s
-        })
-        .collect();
+    let (train_volumes, val_count) = (tr.len(), va.len());
+    let slice_all = |v: Vec<_>| -> Vec<_> {
+        v.into_iter()
+            .flat_map(|l| trainer::slices(l, whole))
+            .collect()
+    };
+    let (tr, va) = (slice_all(tr), slice_all(va));
     if of_volumes {
         r.log(&format!(
-            "{} training and {} validation slices from {train_volumes} and {} volumes",
+            "{} training and {} validation slices from {train_volumes} and {val_count} volumes",
             tr.len(),
             va.len(),
-            val_volumes.len()
         ));
     }
     let (tr, va) = (usable(tr), usable(va));
+    // Each validation volume's slices that are left, consecutive: its share of the samples.
+    let mut val_volumes: Vec<usize> = Vec::new();
+    if of_volumes {
+        for (i, l) in va.iter().enumerate() {
+            match i.checked_sub(1).map(|j| &va[j].pair.image) {
+                Some(prev) if *prev == l.pair.image => *val_volumes.last_mut().expect("one") += 1,
+                _ => val_volumes.push(1),
+            }
+        }
+    }
     if tr.is_empty() {
         return Err(JobError::Invalid(format!(
             "none of the {} training pairs in {} could be used (see the lines above)",

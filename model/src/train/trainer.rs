@@ -322,12 +322,9 @@ fn confusion(
             .convert::<f32>()
             .try_into_vec::<f32>()
             .map_err(|e| format!("reading back: {e:?}"))?;
-        let truth = y
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| format!("reading back: {e:?}"))?;
-        for (&p, &t) in predicted.iter().zip(&truth) {
+        // The class ids are on the host already, in the batch's order.
+        let truth = chunk.iter().flat_map(|s| s.mask.iter());
+        for (&p, &t) in predicted.iter().zip(truth) {
             let (p, t) = (p as usize, t as usize);
             if p == t {
                 if p > 0 {
