@@ -126,18 +126,8 @@ pub struct DropPath {
 impl DropPath {
     /// The keep (1) / drop (0) decision of each of `b` samples.
     pub fn keeps(self, b: usize) -> Vec<bool> {
-        let mut state = self.seed;
-        (0..b)
-            .map(|_| {
-                // splitmix64, then the top 53 bits as a uniform in [0, 1).
-                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^= z >> 31;
-                ((z >> 11) as f64 / (1u64 << 53) as f64) >= self.rate
-            })
-            .collect()
+        let mut rng = medseg_data::preprocess::SeededRng::new(self.seed);
+        (0..b).map(|_| rng.next_f64() >= self.rate).collect()
     }
 }
 
