@@ -397,6 +397,21 @@ fn set_binding_limit(bytes: u64) {
     BINDING_LIMIT.store(bytes, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// The text a caught panic carried: the GPU runtime reports out-of-memory and device loss by
+/// panicking, and callers turn that into an error naming it.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "the GPU runtime failed".into())
+}
+
+/// Whether a GPU runtime failure (a panic's text) is the device running out of memory.
+pub fn is_out_of_memory(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("out of device memory") || m.contains("outofmemory") || m.contains("out of memory")
+}
+
 /// Largest storage binding (bytes) any created device allows; ops split work above it.
 /// WebGPU's default (128 MiB) until a context has been created.
 pub fn binding_limit() -> u64 {

@@ -120,11 +120,7 @@ impl TileModel for Segmenter {
                 .map_err(|e| format!("reading the probabilities back failed: {e:?}"))
         }));
         run.unwrap_or_else(|panic| {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "the GPU runtime failed".into());
+            let msg = crate::gpu::panic_message(panic.as_ref());
             Err(format!("{batch} tile(s) of {t}²: {msg}"))
         })
     }

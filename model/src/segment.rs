@@ -338,7 +338,11 @@ fn predict_shrinking(
 
 /// "Polyp (SA-UMamba)"-style title from the classes and the architecture.
 fn default_title(cfg: &NetConfig, input: &InputSpec) -> String {
-    let what = input.classes[1..].join(", ");
+    let what = if input.instances {
+        "Instances (interior, boundary)".to_string()
+    } else {
+        input.classes[1..].join(", ")
+    };
     let arch = match cfg.name() {
         "sa-umamba" => "SA-UMamba",
         "sa-umamba-paper" => "SA-UMamba (paper)",

@@ -32,10 +32,7 @@ fn checkpoint(dir: &std::path::Path, device: &burn::tensor::Device) -> PathBuf {
         epoch: 1,
         lr: 1e-3,
         train_loss: 1.0,
-        val_dsc: None,
-        val_dsc_per_class: None,
-        seconds: 0.0,
-        train_images_per_s: 0.0,
+        ..Default::default()
     };
     checkpoint::save(dir, "best", &mut net, &train, &report).unwrap();
     dir.join("best.json")

@@ -149,10 +149,7 @@ fn paper_variant_checkpoint_keeps_decoder_running_statistics() {
         epoch: 1,
         lr: 1e-3,
         train_loss: loss,
-        val_dsc: None,
-        val_dsc_per_class: None,
-        seconds: 0.0,
-        train_images_per_s: 0.0,
+        ..Default::default()
     };
     let train_cfg = medseg_model::train::trainer::TrainConfig::reference(cfg.clone(), 1);
     checkpoint::save(&out, "last", &mut net, &train_cfg, &report).expect("saved");

@@ -1,17 +1,22 @@
 //! USEMA on the GPU: every decoder scale comes out with its shape, gradients reach every
-//! parameter, the mean-term flag matters, and a short training run on polyp images learns.
+//! parameter, the mean-term flag matters, a short training run on polyp images learns, and
+//! one on nuclei crops learns their instances.
 
 use crate::{gpu, shared_dir, Lcg};
-use medseg_data::dataset::{load_pairs, Dataset};
-use medseg_data::preprocess::Normalization;
-use medseg_data::MaskOptions;
+use medseg_data::dataset::{load_pair, load_pairs, Dataset, Loaded};
+use medseg_data::instances::{instances_to_classes, INTERIOR};
+use medseg_data::metrics::cell_f1;
+use medseg_data::preprocess::{Fit, Normalization};
+use medseg_data::volume::{LabelMap, Volume};
+use medseg_data::{Geometry, MaskOptions};
 use medseg_model::fixtures::{rel_l2, tensor, values};
 use medseg_model::nn::net::{Net, NetConfig};
 use medseg_model::nn::params::{Loader, NamedParams};
 use medseg_model::nn::usema::{Usema, UsemaConfig};
-use medseg_model::train::checkpoint;
+use medseg_model::segment::SegModel;
 use medseg_model::train::optim::Cosine;
 use medseg_model::train::trainer::{self, Event, TrainConfig, TrainState};
+use medseg_model::train::{checkpoint, instances};
 
 /// Four stages (16, 32, 64, 64 features, head dim 16), windows of 8: at 64² the maps are
 /// 64², 32², 16² (windowed) and 8² (full attention).
@@ -98,7 +103,7 @@ fn the_mean_term_flag_changes_the_output_and_nothing_else() {
     assert!(e > 1e-5, "the mean term had no effect ({e:.2e})");
 }
 
-/// A small USEMA trained for 24 steps on 32 polyp images (64², batch 8, AdamW, cosine, no
+/// A small USEMA trained for 12 steps on 32 polyp images (64², batch 8, AdamW, cosine, no
 /// augmentation): the deep-supervised Dice + CE falls clearly, validation finds polyps, and
 /// the checkpoint reloads to the same predictions.
 #[test]
@@ -114,7 +119,7 @@ fn usema_training_on_polyp_images_lowers_the_loss() {
     let train = trainer::prepare(&tr, size, 2, Normalization::RgbMinMax255).unwrap();
     let val = trainer::prepare(&va, size, 2, Normalization::RgbMinMax255).unwrap();
     let dev = ctx.autodiff_device();
-    let epochs = 6;
+    let epochs = 3;
     let mut cfg = TrainConfig::reference(NetConfig::Usema(small()), epochs);
     cfg.batch = 8;
     cfg.size = size;
@@ -169,5 +174,167 @@ fn usema_training_on_polyp_images_lowers_the_loss() {
     let a = values(eval.foreground(x.clone()).unwrap()).unwrap();
     let b = values(loaded.foreground(x).unwrap()).unwrap();
     assert!(rel_l2(&b, &a) < 1e-6);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// 48 × 40 crops (where the most nuclei are, on a grid of 8) of the first eight grey 256²
+/// dsb2018 images, with their instance ids (`labels/`, looked for before the binary `masks/`).
+fn nuclei_crops() -> Vec<Loaded> {
+    let data = shared_dir().join("data/microscopy/dsb2018");
+    let ds = Dataset::scan_with(&data, &["labels", "masks"]).expect("../shared/data dsb2018");
+    let opts = MaskOptions {
+        max_labels: u16::MAX as usize,
+        ..Default::default()
+    };
+    let (cw, ch) = (48usize, 40usize);
+    let mut out = Vec::new();
+    for pair in &ds.pairs {
+        let (image, mask) = load_pair(pair, &opts).unwrap();
+        if image.geometry.dims != [256, 256, 1] || image.channels != 1 {
+            continue;
+        }
+        let fg = |x0: usize, y0: usize| {
+            (0..ch)
+                .flat_map(|y| (0..cw).map(move |x| (y0 + y) * 256 + x0 + x))
+                .filter(|&p| mask.labels[p] > 0)
+                .count()
+        };
+        let (x0, y0) = (0..=(256 - cw) / 8)
+            .flat_map(|i| (0..=(256 - ch) / 8).map(move |j| (i * 8, j * 8)))
+            .max_by_key(|&(x, y)| fg(x, y))
+            .unwrap();
+        let cut = |v: &[f32]| -> Vec<f32> {
+            (0..ch)
+                .flat_map(|y| {
+                    v[(y0 + y) * 256 + x0..(y0 + y) * 256 + x0 + cw]
+                        .iter()
+                        .copied()
+                })
+                .collect()
+        };
+        let geometry = Geometry::axis_aligned([cw, ch, 1], [1.0; 3]);
+        let mut labels = LabelMap::new(geometry.clone());
+        labels.labels = (0..ch)
+            .flat_map(|y| mask.labels[(y0 + y) * 256 + x0..(y0 + y) * 256 + x0 + cw].to_vec())
+            .collect();
+        out.push(Loaded {
+            pair: pair.clone(),
+            image: Volume {
+                geometry,
+                channels: 1,
+                voxels: cut(&image.voxels),
+                source: image.source.clone(),
+            },
+            mask: labels,
+        });
+        if out.len() == 8 {
+            break;
+        }
+    }
+    assert_eq!(out.len(), 8, "eight grey 256² dsb2018 images");
+    out
+}
+
+/// Nuclei as instances (MODEL-SPEC §B.5): a small USEMA learns the background / interior /
+/// boundary map on 32² tiles of six dsb2018 crops; validation segments the two other crops
+/// whole by sliding windows and scores cell F1 above a constant prediction's; the best
+/// checkpoint is an instance model, and segmenting the crops with it as Segment and `medseg
+/// predict` do (then `Proposal::instances`) gives the cell F1 validation reported.
+#[test]
+fn usema_learns_nuclei_instances_on_tiles_and_predicts_them() {
+    let Some(ctx) = gpu() else { return };
+    let crops = nuclei_crops();
+    let (tr, va) = crops.split_at(6);
+    let size = 32;
+    let norm = Normalization::RgbMinMax255;
+    let train = instances::training_tiles(tr, size, norm).unwrap();
+    // 48 × 40 crops in 32² tiles: x at 0 and 16, y at 0 and 8.
+    assert_eq!(train.len(), 24);
+    let val = instances::validation_images(va, norm).unwrap();
+    let dev = ctx.autodiff_device();
+    // Two epochs of three steps: lavapipe runs USEMA slowly, and the nuclei are learnt fast.
+    let epochs = 2;
+    let mut cfg = TrainConfig::reference(NetConfig::Usema(small()).with_classes(3), epochs);
+    cfg.batch = 8;
+    cfg.size = size;
+    cfg.augment = false;
+    cfg.schedule = Cosine::official(epochs);
+    cfg.schedule.max_lr = 3e-3;
+    cfg.schedule.min_lr = 3e-5;
+    cfg.instances = true;
+    cfg.input.instances = true;
+    cfg.input.fit = Fit::Tiles;
+    cfg.input.classes = instances::class_names();
+    let mut net = trainer::init_network(&cfg.net, cfg.seed, &dev).unwrap();
+    let out = std::env::temp_dir().join(format!("medseg-nuclei-test-{}", std::process::id()));
+    let mut state = TrainState::new(&cfg);
+    let summary = trainer::train(
+        &mut net,
+        &cfg,
+        &mut state,
+        &train,
+        &val,
+        Some(&out),
+        &mut |e| {
+            if let Event::Epoch(r) = e {
+                eprintln!(
+                    "epoch {} loss {:.4} cell F1 {:?} DSC {:?} ({:.1} s)",
+                    r.epoch, r.train_loss, r.val_cell_f1, r.val_dsc_per_class, r.seconds
+                );
+            }
+            true
+        },
+    )
+    .unwrap();
+    let l = &summary.step_losses;
+    assert_eq!(l.len(), 3 * epochs);
+    let first = l[..3].iter().sum::<f64>() / 3.0;
+    let last = l[l.len() - 3..].iter().sum::<f64>() / 3.0;
+    eprintln!("mean loss of the first 3 steps {first:.4}, of the last 3 {last:.4}");
+    assert!(
+        last < first - 0.3,
+        "the loss did not fall clearly: {first:.4} → {last:.4}"
+    );
+    // A constant prediction finds no nucleus (cell F1 0) and reaches an interior DSC of at
+    // most 2f / (1 + f), everything called interior (f: the interior share of the pixels).
+    let best = &summary.epochs[summary.best_epoch.unwrap() - 1];
+    let f1 = best.val_cell_f1.unwrap();
+    assert_eq!(summary.best_val_cell_f1, Some(f1));
+    let (interior, total) = va.iter().fold((0, 0), |(i, t), l| {
+        let ids: Vec<u32> = l.mask.labels.iter().map(|&v| v as u32).collect();
+        let [w, h, _] = l.mask.geometry.dims;
+        let c = instances_to_classes(&ids, w, h);
+        (
+            i + c.iter().filter(|&&v| v == INTERIOR).count(),
+            t + c.len(),
+        )
+    });
+    let f = interior as f64 / total as f64;
+    let interior_dsc = best.val_dsc_per_class.as_ref().unwrap()[0].unwrap();
+    assert!(f1 > 0.0, "no nucleus found: {best:?}");
+    assert!(
+        interior_dsc > 2.0 * f / (1.0 + f),
+        "interior DSC {interior_dsc:.3} not above a constant's {:.3}",
+        2.0 * f / (1.0 + f)
+    );
+
+    // Segment / predict with the best checkpoint: the same instances, the same cell F1.
+    let mut model = SegModel::from_checkpoint(&out.join("best.json"), &ctx.device).unwrap();
+    assert!(model.input.instances && model.input.fit == Fit::Tiles);
+    let mut again = 0.0;
+    for l in va {
+        let proposal = model.segment(&l.image, &mut |_, _| true).unwrap();
+        let (found, n) = proposal.instances(0.5).unwrap();
+        assert!(n > 0);
+        let [w, h, _] = l.image.geometry.dims;
+        let truth: Vec<u32> = l.mask.labels.iter().map(|&v| v as u32).collect();
+        let ids: Vec<u32> = found.labels.iter().map(|&v| v as u32).collect();
+        again += cell_f1(&truth, &ids, w, h, 0.5).unwrap().f1;
+    }
+    again /= va.len() as f64;
+    assert!(
+        (again - f1).abs() < 1e-9,
+        "Segment's instances score cell F1 {again}, validation {f1}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -239,6 +239,44 @@ impl MedsegApp {
         Ok(self.gpu.compute.as_ref().expect("just set"))
     }
 
+    /// Compiles the networks' kernels in the background at launch, on a GPU: the first model
+    /// of the list segments the bundled colonoscopy frame on a thread that holds the model
+    /// cache, so the user's first Segment finds the model loaded and its kernels compiled (or
+    /// waits only for the rest). The first use on a machine compiles for tens of seconds; from
+    /// the kernel cache it takes about a second. Skipped on software adapters (it would keep
+    /// the CPU busy for minutes) and with MEDSEG_WARM_UP=0; a failure here is left for Segment
+    /// to report.
+    pub fn warm_up(&mut self) {
+        let software = self.gpu.adapter.get_info().device_type == wgpu::DeviceType::Cpu;
+        if software || std::env::var("MEDSEG_WARM_UP").is_ok_and(|v| v == "0") {
+            return;
+        }
+        let Some(model) = self.models.first().cloned() else {
+            return;
+        };
+        let device = match self.compute() {
+            Ok(c) => c.device.clone(),
+            Err(_) => return,
+        };
+        let cache = self.model_cache();
+        let spawned = std::thread::Builder::new()
+            .name("kernel warm-up".into())
+            .spawn(move || {
+                let Ok((image, _)) = crate::gui::sample::SAMPLES[2].load() else {
+                    return;
+                };
+                let Ok(mut cache) = cache.lock() else {
+                    return;
+                };
+                if let Ok(m) = cache.get(&model, &device, &jobs::Silent) {
+                    let _ = m.segment(&image, &mut |_, _| true);
+                }
+            });
+        if let Err(e) = spawned {
+            self.status = (format!("Could not start the kernel warm-up: {e}"), false);
+        }
+    }
+
     /// No task running and no dialog open.
     pub fn is_idle(&self) -> bool {
         self.tasks.is_idle() && self.dialog.is_none()

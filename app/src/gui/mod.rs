@@ -74,6 +74,7 @@ pub fn run(startup: Startup) -> Result<(), String> {
             )?;
             let mut app = MedsegApp::new(rs);
             app.set_context(&cc.egui_ctx);
+            app.warm_up();
             match startup.image {
                 Some(p) => app.open_image(p),
                 None => app.open_sample(0),

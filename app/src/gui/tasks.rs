@@ -109,10 +109,7 @@ impl Running {
 
 /// The text a panic carried.
 pub fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown".into())
+    medseg_model::gpu::panic_message(p.as_ref())
 }
 
 /// The task list of the app.

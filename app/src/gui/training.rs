@@ -50,6 +50,8 @@ pub struct TrainForm {
     pub start: Start,
     pub init: String,
     pub class_names: String,
+    /// The masks are instance label maps (`--instances`).
+    pub instances: bool,
 }
 
 impl Default for TrainForm {
@@ -68,6 +70,7 @@ impl Default for TrainForm {
             start: Start::Scratch,
             init: String::new(),
             class_names: String::new(),
+            instances: false,
         }
     }
 }
@@ -88,13 +91,17 @@ impl TrainForm {
             window: 16,
             no_mean_term: false,
             width: (model != "usema" && self.width != 96).then_some(self.width),
-            class_names: self
-                .class_names
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
+            class_names: if self.instances {
+                Vec::new()
+            } else {
+                self.class_names
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            },
             data,
+            instances: self.instances,
             out,
             epochs: self.epochs,
             batch: self.batch,
@@ -123,10 +130,24 @@ pub struct DatasetLook {
     pub result: Result<(Dataset, Survey), String>,
 }
 
-/// Scans a dataset folder and loads a sample of its pairs (on a worker).
-pub fn look_at(root: &Path, keep_going: &mut dyn FnMut(usize, usize) -> bool) -> DatasetLook {
-    let result = Dataset::scan(root).map_err(|e| e.to_string()).map(|d| {
-        let s = d.survey(32, &Default::default(), keep_going);
+/// Scans a dataset folder and loads a sample of its pairs (on a worker); `instances`: the
+/// masks are instance label maps, looked for in labels/ first.
+pub fn look_at(
+    root: &Path,
+    instances: bool,
+    keep_going: &mut dyn FnMut(usize, usize) -> bool,
+) -> DatasetLook {
+    let (scanned, masks) = if instances {
+        let masks = medseg_data::MaskOptions {
+            max_labels: u16::MAX as usize,
+            ..Default::default()
+        };
+        (Dataset::scan_with(root, &["labels", "masks"]), masks)
+    } else {
+        (Dataset::scan(root), Default::default())
+    };
+    let result = scanned.map_err(|e| e.to_string()).map(|d| {
+        let s = d.survey(32, &masks, keep_going);
         (d, s)
     });
     DatasetLook {

@@ -35,6 +35,9 @@ pub struct PredictedFile {
     pub sizes: Vec<(String, f64)>,
     /// "ml" for volumes, "mm²" for 2-D images (raster pixels count as 1 mm × 1 mm).
     pub unit: &'static str,
+    /// An instance model's output: how many instances the written map holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<usize>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -164,6 +167,7 @@ pub fn predict(
             voxels: Vec::new(),
             sizes: Vec::new(),
             unit: "",
+            instances: None,
         };
         let result = (|| -> Result<(), JobError> {
             let image = super::open::open_image(input, r)?;
@@ -173,8 +177,21 @@ pub fn predict(
                     "another input already wrote {name}; rename one of them"
                 )));
             }
+            if model.input.instances && image.geometry.dims[2] > 1 {
+                return Err(JobError::Invalid(format!(
+                    "{} gives instance maps of 2-D images; this is a volume",
+                    model.title
+                )));
+            }
             let proposal = segment(model, &image, r)?;
-            let labels = proposal.labels(opts.threshold);
+            let labels = if model.input.instances {
+                // Interior and boundary become instances, written with their ids.
+                let (labels, n) = proposal.instances(opts.threshold)?;
+                entry.instances = Some(n);
+                labels
+            } else {
+                proposal.labels(opts.threshold)
+            };
             let path = opts.out.join(&name);
             super::export::export_labels(&path, &labels, opts.overwrite, r)?;
             let counts = proposal.counts(opts.threshold);
@@ -223,11 +240,14 @@ impl PredictReport {
         for f in &self.files {
             match (&f.output, &f.error) {
                 (Some(o), _) => {
-                    let sizes: Vec<String> = f
+                    let mut sizes: Vec<String> = f
                         .voxels
                         .iter()
                         .map(|(c, n)| format!("{c} {n} voxels"))
                         .collect();
+                    if let Some(n) = f.instances {
+                        sizes.insert(0, format!("{n} instances"));
+                    }
                     s += &format!(
                         "{} -> {} ({}; {:.2} s)\n",
                         f.input.display(),

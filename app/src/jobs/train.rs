@@ -36,6 +36,13 @@ pub struct TrainJob {
     /// Dataset folder with images/ and masks/ paired by name.
     #[arg(long)]
     pub data: PathBuf,
+    /// The masks are instance label maps (one id per object, 0 background; e.g. cell nuclei
+    /// as 16-bit PNG): the network learns their background / interior / boundary map on
+    /// --size tiles of the images at their own resolution, validation segments whole images
+    /// by sliding windows and scores cell F1 at IoU 0.5; Segment and predict then give
+    /// instance maps.
+    #[arg(long)]
+    pub instances: bool,
     /// Output folder for checkpoints and the history.
     #[arg(long)]
     pub out: PathBuf,
@@ -148,9 +155,15 @@ pub fn class_names(a: &TrainJob) -> Result<Vec<String>, JobError> {
 /// the network one output per class.
 pub fn net_config(a: &TrainJob) -> Result<NetConfig, JobError> {
     let names = class_names(a)?;
+    if a.instances && !a.class_names.is_empty() {
+        return Err(JobError::Invalid(
+            "--instances trains the classes interior and boundary; drop --class-names".into(),
+        ));
+    }
     let mut net_cfg = NetConfig::by_name(&a.model, a.size)
         .map_err(JobError::Invalid)?
-        .with_classes(names.len() + 1);
+        // An instance model learns background, interior and boundary.
+        .with_classes(if a.instances { 3 } else { names.len() + 1 });
     if let NetConfig::Usema(c) = &mut net_cfg {
         if a.window == 0 {
             return Err(JobError::Invalid("--window must be positive".into()));
@@ -212,9 +225,23 @@ pub fn train_observed(
     observe: &mut dyn FnMut(&Event),
 ) -> Result<TrainSummary, JobError> {
     let net_cfg = check(a)?;
-    let names = class_names(a)?;
-    let classes = net_cfg.label_classes();
-    let ds = Dataset::scan(&a.data)?;
+    let names = if a.instances {
+        Vec::new()
+    } else {
+        class_names(a)?
+    };
+    // Instance ids are any values: only the pairs' kind and pixels are checked.
+    let classes = if a.instances {
+        2
+    } else {
+        net_cfg.label_classes()
+    };
+    // Instance ids are kept in labels/ where a dataset has binary masks/ beside them.
+    let ds = if a.instances {
+        Dataset::scan_with(&a.data, &["labels", "masks"])?
+    } else {
+        Dataset::scan(&a.data)?
+    };
     for w in ds.warnings() {
         r.log(&format!("warning: {w}"));
     }
@@ -242,7 +269,11 @@ pub fn train_observed(
         a.data.display()
     ));
     r.progress("loading the dataset", None);
-    let masks = a.masks.options();
+    let mut masks = a.masks.options();
+    if a.instances {
+        // Instance ids: any number of distinct values.
+        masks.max_labels = u16::MAX as usize;
+    }
     let (tr, bad_t) = load_pairs(&train_pairs, &masks);
     let (va, bad_v) = load_pairs(&val_pairs, &masks);
     for (p, e) in bad_t.iter().chain(&bad_v) {
@@ -265,6 +296,11 @@ pub fn train_observed(
     // of 2-D images, and a pair of the other kind is skipped.
     let volumes = tr.iter().filter(|l| l.image.geometry.dims[2] > 1).count();
     let of_volumes = 2 * volumes > tr.len();
+    if a.instances && of_volumes {
+        return Err(JobError::Invalid(
+            "--instances trains on 2-D images; this dataset holds volumes".into(),
+        ));
+    }
     let norm = normalization(a, of_volumes, tr.first())?;
     let keep_kind = |loaded: Vec<medseg_data::dataset::Loaded>| -> Vec<_> {
         loaded
@@ -326,10 +362,25 @@ pub fn train_observed(
             a.data.display()
         )));
     }
-    let train_samples =
-        trainer::prepare(&tr, a.size, classes, per_image).map_err(JobError::Failed)?;
-    let val_samples =
-        trainer::prepare(&va, a.size, classes, per_image).map_err(JobError::Failed)?;
+    let (train_samples, val_samples) = if a.instances {
+        use medseg_model::train::instances;
+        let train = instances::training_tiles(&tr, a.size, per_image).map_err(JobError::Failed)?;
+        r.log(&format!(
+            "{} training tiles of {}² from {} images",
+            train.len(),
+            a.size,
+            tr.len()
+        ));
+        (
+            train,
+            instances::validation_images(&va, per_image).map_err(JobError::Failed)?,
+        )
+    } else {
+        (
+            trainer::prepare(&tr, a.size, classes, per_image).map_err(JobError::Failed)?,
+            trainer::prepare(&va, a.size, classes, per_image).map_err(JobError::Failed)?,
+        )
+    };
     let device = ctx.autodiff_device();
     let mut cfg = TrainConfig::reference(net_cfg, a.epochs);
     cfg.batch = a.batch;
@@ -344,6 +395,12 @@ pub fn train_observed(
         cfg.input.classes = std::iter::once("background".to_string())
             .chain(names)
             .collect();
+    }
+    if a.instances {
+        cfg.instances = true;
+        cfg.input.instances = true;
+        cfg.input.fit = medseg_data::preprocess::Fit::Tiles;
+        cfg.input.classes = medseg_model::train::instances::class_names();
     }
     if a.resume && a.init.is_some() {
         return Err(JobError::Invalid(
@@ -409,80 +466,123 @@ pub fn train_observed(
     ));
     r.log("| epoch | lr | train loss | val DSC | s | train img/s | pool GiB |");
     r.log("|---|---|---|---|---|---|---|");
-    let result = trainer::train(
-        &mut net,
-        &cfg,
-        &mut state,
-        &train_samples,
-        &val_samples,
-        Some(&a.out),
-        &mut |e| {
-            observe(&e);
-            match e {
-                Event::Step {
-                    epoch,
-                    step,
-                    steps,
-                    loss,
-                } => {
-                    log.write(&serde_json::json!({
-                        "event": "step", "epoch": epoch, "step": step, "loss": loss,
-                    }));
-                    r.progress(
-                        &format!("epoch {epoch} of {}", cfg.epochs),
-                        Some(step as f32 / steps.max(1) as f32),
-                    ) && !r.cancelled()
-                }
-                Event::Previews { .. } => !r.cancelled(),
-                Event::Epoch(e) => {
-                    // The allocator's reserved pool: the high-water mark of the epoch's buffers.
-                    let pool = device
-                        .memory_pool_usage()
-                        .map(|u| u.bytes_reserved as f64 / (1u64 << 30) as f64);
-                    let mut row = serde_json::to_value(e).unwrap_or_default();
-                    row["event"] = "epoch".into();
-                    row["pool_gib"] = pool.into();
-                    log.write(&row);
-                    log.flush();
-                    r.log(&format!(
-                        "| {} | {:.3e} | {:.4} | {} | {:.1} | {:.1} | {} |",
-                        e.epoch,
-                        e.lr,
-                        e.train_loss,
-                        e.val_dsc.map(|d| format!("{d:.4}")).unwrap_or("-".into()),
-                        e.seconds,
-                        e.train_images_per_s,
-                        pool.map(|p| format!("{p:.2}")).unwrap_or("-".into())
-                    ));
-                    if let Some(per_class) = &e.val_dsc_per_class {
-                        let parts: Vec<String> = per_class
-                            .iter()
-                            .zip(cfg.input.classes.iter().skip(1))
-                            .map(|(d, name)| match d {
-                                Some(d) => format!("{name} {d:.4}"),
-                                None => format!("{name} -"),
-                            })
-                            .collect();
-                        r.log(&format!("  validation DSC per class: {}", parts.join(", ")));
+    // The GPU runtime reports running out of memory by panicking: caught here, so the run
+    // ends with an error that says which batch fits (the checkpoints of the finished epochs
+    // stay as they were).
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        trainer::train(
+            &mut net,
+            &cfg,
+            &mut state,
+            &train_samples,
+            &val_samples,
+            Some(&a.out),
+            &mut |e| {
+                observe(&e);
+                match e {
+                    Event::Step {
+                        epoch,
+                        step,
+                        steps,
+                        loss,
+                    } => {
+                        log.write(&serde_json::json!({
+                            "event": "step", "epoch": epoch, "step": step, "loss": loss,
+                        }));
+                        r.progress(
+                            &format!("epoch {epoch} of {}", cfg.epochs),
+                            Some(step as f32 / steps.max(1) as f32),
+                        ) && !r.cancelled()
                     }
-                    epochs_here += 1;
-                    if epochs_here == 2 {
-                        longest_epoch = e.seconds;
-                    } else {
-                        longest_epoch = longest_epoch.max(e.seconds);
-                    }
-                    if let (Some(m), true) = (a.stop_after_minutes, epochs_here >= 2) {
-                        let left = m * 60.0 - started.elapsed().as_secs_f64();
-                        if left < 1.2 * longest_epoch {
-                            time_up = true;
-                            return false;
+                    Event::Previews { .. } => !r.cancelled(),
+                    Event::Epoch(e) => {
+                        // The allocator's reserved pool: the high-water mark of the epoch's buffers.
+                        let pool = device
+                            .memory_pool_usage()
+                            .map(|u| u.bytes_reserved as f64 / (1u64 << 30) as f64);
+                        let mut row = serde_json::to_value(e).unwrap_or_default();
+                        row["event"] = "epoch".into();
+                        row["pool_gib"] = pool.into();
+                        log.write(&row);
+                        log.flush();
+                        r.log(&format!(
+                            "| {} | {:.3e} | {:.4} | {} | {:.1} | {:.1} | {} |",
+                            e.epoch,
+                            e.lr,
+                            e.train_loss,
+                            e.val_dsc.map(|d| format!("{d:.4}")).unwrap_or("-".into()),
+                            e.seconds,
+                            e.train_images_per_s,
+                            pool.map(|p| format!("{p:.2}")).unwrap_or("-".into())
+                        ));
+                        if let (Some(f1), Some(p), Some(rc)) =
+                            (e.val_cell_f1, e.val_cell_precision, e.val_cell_recall)
+                        {
+                            r.log(&format!(
+                                "  validation cell F1 {f1:.4} (precision {p:.4}, recall {rc:.4})"
+                            ));
                         }
+                        if let Some(per_class) = &e.val_dsc_per_class {
+                            let parts: Vec<String> = per_class
+                                .iter()
+                                .zip(cfg.input.classes.iter().skip(1))
+                                .map(|(d, name)| match d {
+                                    Some(d) => format!("{name} {d:.4}"),
+                                    None => format!("{name} -"),
+                                })
+                                .collect();
+                            r.log(&format!("  validation DSC per class: {}", parts.join(", ")));
+                        }
+                        epochs_here += 1;
+                        if epochs_here == 2 {
+                            longest_epoch = e.seconds;
+                        } else {
+                            longest_epoch = longest_epoch.max(e.seconds);
+                        }
+                        if let (Some(m), true) = (a.stop_after_minutes, epochs_here >= 2) {
+                            let left = m * 60.0 - started.elapsed().as_secs_f64();
+                            if left < 1.2 * longest_epoch {
+                                time_up = true;
+                                return false;
+                            }
+                        }
+                        !r.cancelled()
                     }
-                    !r.cancelled()
                 }
+            },
+        )
+    }));
+    let result = result.unwrap_or_else(|panic| {
+        let message = medseg_model::gpu::panic_message(panic.as_ref());
+        let first = message.lines().next().unwrap_or_default().to_string();
+        if !medseg_model::gpu::is_out_of_memory(&message) {
+            return Err(format!("the GPU runtime failed: {first}"));
+        }
+        r.log("the GPU ran out of memory; trying smaller batches to see which fits");
+        let advice = match trainer::largest_fitting_batch(&net, cfg.size, cfg.batch) {
+            Some(b) => format!("batch {b} fits: run again with --batch {b}"),
+            None => "no smaller batch ran either, down to 1 (the network may not fit this GPU at \
+                     this --size, or the GPU did not recover from the failure): try a smaller \
+                     --size or --width"
+                .into(),
+        };
+        Err(format!(
+            "the GPU ran out of memory training {} at batch {} ({}²): {first}; {advice}{}",
+            trainer::model_name(&cfg.net),
+            cfg.batch,
+            cfg.size,
+            if state.next_epoch > 0 {
+                format!(
+                    " (the finished epochs' checkpoints are kept in {}; --init {} starts \
+                     from the last one)",
+                    a.out.display(),
+                    a.out.join("last.safetensors").display()
+                )
+            } else {
+                String::new()
             }
-        },
-    );
+        ))
+    });
     let summary = match result {
         Ok(s) => s,
         Err(e) => {
@@ -517,6 +617,7 @@ pub fn train_observed(
         "stopped_by": stopped,
         "best_epoch": summary.best_epoch,
         "best_val_dsc": summary.best_val_dsc,
+        "best_val_cell_f1": summary.best_val_cell_f1,
         "last": summary.epochs.last(),
         "seconds": started.elapsed().as_secs_f64(),
         "adapter": ctx.adapter.name,

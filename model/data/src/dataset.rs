@@ -69,6 +69,13 @@ pub struct Dataset {
 impl Dataset {
     /// Scans `root/images` and `root/masks` (else `root/labels`).
     pub fn scan(root: &Path) -> Result<Dataset> {
+        Self::scan_with(root, &["masks", "labels"])
+    }
+
+    /// Scans `root/images` and the first of `mask_dirs` under `root` that exists (instance
+    /// training looks for `labels/` first, where a dataset keeps instance ids beside binary
+    /// `masks/`).
+    pub fn scan_with(root: &Path, mask_dirs: &[&str]) -> Result<Dataset> {
         let images = root.join("images");
         if !images.is_dir() {
             return Err(DataError::Invalid(format!(
@@ -76,7 +83,7 @@ impl Dataset {
                 root.display()
             )));
         }
-        let masks = ["masks", "labels"]
+        let masks = mask_dirs
             .iter()
             .map(|m| root.join(m))
             .find(|p| p.is_dir())

@@ -387,6 +387,10 @@ pub struct InputSpec {
     /// Class names, background first (a one-class sigmoid network has two: background and its
     /// foreground).
     pub classes: Vec<String>,
+    /// The classes are background, interior and boundary of an instance map (cell nuclei,
+    /// [`crate::instances`]): a prediction becomes instances again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub instances: bool,
 }
 
 /// How an image whose size differs from the network's input is fitted to it.
@@ -410,6 +414,7 @@ impl InputSpec {
             normalization: Normalization::RgbMinMax255,
             fit: Fit::Resize,
             classes,
+            instances: false,
         }
     }
 

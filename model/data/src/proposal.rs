@@ -2,6 +2,7 @@
 //! to 16 bits) and the most likely foreground class, so the app can re-threshold it live without
 //! running the network again, show it as a heat map, and count what it would add.
 
+use crate::error::DataError;
 use crate::geometry::Geometry;
 use crate::nifti::NiftiHeader;
 use crate::volume::LabelMap;
@@ -102,6 +103,30 @@ impl Proposal {
             labels,
             nifti: self.nifti.clone(),
         }
+    }
+
+    /// The instance map of an instance model's proposal (classes background, interior,
+    /// boundary: [`crate::instances`]) at `threshold`: the labelled interior's connected
+    /// components grown into the boundary, ids from 1, with the number of instances. 2-D only;
+    /// more instances than a 16-bit map holds is an error.
+    pub fn instances(&self, threshold: f32) -> Result<(LabelMap, usize), DataError> {
+        let [w, h, d] = self.geometry.dims;
+        if d != 1 {
+            return Err(DataError::Invalid(format!(
+                "instance maps are made of 2-D images; this proposal has {d} slices"
+            )));
+        }
+        let mut labels = self.labels(threshold);
+        let ids = crate::instances::classes_to_instances(&labels.labels, w, h);
+        let n = ids.iter().copied().max().unwrap_or(0) as usize;
+        labels.labels = ids
+            .iter()
+            .map(|&v| u16::try_from(v))
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                DataError::Invalid(format!("{n} instances: more than a 16-bit label map holds"))
+            })?;
+        Ok((labels, n))
     }
 
     /// Voxels per class (index = label; 0 counts the background) at `threshold`.

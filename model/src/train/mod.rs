@@ -3,5 +3,6 @@
 
 pub mod adamw;
 pub mod checkpoint;
+pub mod instances;
 pub mod optim;
 pub mod trainer;

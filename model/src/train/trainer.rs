@@ -44,6 +44,10 @@ pub struct TrainConfig {
     /// each volume has. The validation DSC is then each volume's (its slices pooled: the DSC
     /// of the re-stacked volume) averaged over the volumes. Empty: all samples pooled.
     pub val_volumes: Vec<usize>,
+    /// Instance training ([`super::instances`]): the training samples are tiles of the
+    /// three-class map, the validation samples whole images of any size with their instance
+    /// ids as the mask, scored by cell F1 (which then picks the best epoch).
+    pub instances: bool,
 }
 
 impl TrainConfig {
@@ -64,12 +68,13 @@ impl TrainConfig {
             input: InputSpec::reference(256, InputSpec::default_classes(net_classes)),
             previews: 0,
             val_volumes: Vec::new(),
+            instances: false,
         }
     }
 }
 
 /// One epoch's numbers.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct EpochReport {
     /// 1-based.
     pub epoch: usize,
@@ -83,6 +88,14 @@ pub struct EpochReport {
     /// neither the predictions nor the labels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_dsc_per_class: Option<Vec<Option<f64>>>,
+    /// Instance training: cell F1, precision and recall at IoU 0.5, means over the validation
+    /// images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_cell_f1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_cell_precision: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_cell_recall: Option<f64>,
     pub seconds: f64,
     pub train_images_per_s: f64,
 }
@@ -110,8 +123,12 @@ pub struct TrainSummary {
     pub epochs: Vec<EpochReport>,
     /// Every step's loss, in order.
     pub step_losses: Vec<f64>,
+    /// The epoch of the best validation score (cell F1 for instance training, else the DSC)
+    /// and that epoch's DSC.
     pub best_epoch: Option<usize>,
     pub best_val_dsc: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_val_cell_f1: Option<f64>,
     pub cancelled: bool,
 }
 
@@ -324,28 +341,40 @@ fn confusion(
             .map_err(|e| format!("reading back: {e:?}"))?;
         // The class ids are on the host already, in the batch's order.
         let truth = chunk.iter().flat_map(|s| s.mask.iter());
-        for (&p, &t) in predicted.iter().zip(truth) {
-            let (p, t) = (p as usize, t as usize);
-            if p == t {
-                if p > 0 {
-                    acc[p - 1][0] += 1.0;
-                }
-            } else {
-                if p > 0 && p < k {
-                    acc[p - 1][1] += 1.0;
-                }
-                if t > 0 && t < k {
-                    acc[t - 1][2] += 1.0;
-                }
-            }
-        }
+        count_classes(
+            &mut acc,
+            predicted
+                .iter()
+                .zip(truth)
+                .map(|(&p, &t)| (p as usize, t as usize)),
+        );
     }
     Ok(acc)
 }
 
+/// Adds (predicted, true) class-id pairs to the per-foreground-class (TP, FP, FN) counts `acc`
+/// (class c at `acc[c − 1]`; ids beyond the classes count for none).
+pub(crate) fn count_classes(acc: &mut [[f64; 3]], pairs: impl Iterator<Item = (usize, usize)>) {
+    let k = acc.len() + 1;
+    for (p, t) in pairs {
+        if p == t {
+            if p > 0 && p < k {
+                acc[p - 1][0] += 1.0;
+            }
+        } else {
+            if p > 0 && p < k {
+                acc[p - 1][1] += 1.0;
+            }
+            if t > 0 && t < k {
+                acc[t - 1][2] += 1.0;
+            }
+        }
+    }
+}
+
 /// A copy of the network outside autodiff: validation must not record a graph (it would hold
 /// every batch's activations until the next backward pass).
-fn inference_copy(net: &Net, device: &Device) -> (Net, Device) {
+pub(crate) fn inference_copy(net: &Net, device: &Device) -> (Net, Device) {
     let mut eval = net.clone();
     eval.visit_params("", &mut |_, mut p| p.to_constant());
     (eval, device.clone().inner())
@@ -379,6 +408,7 @@ pub fn pooled_dsc(net: &mut Net, val: &[Sample], batch: usize) -> Result<f64, St
 
 /// Pooled validation DSC per foreground class (None for a class in neither the predictions
 /// nor the labels) and their mean, as [`pooled_dsc`] computes it.
+#[derive(Clone, Debug)]
 pub struct ClassDsc {
     pub per_class: Vec<Option<f64>>,
     pub mean: f64,
@@ -390,7 +420,7 @@ pub fn class_dsc(net: &mut Net, val: &[Sample], batch: usize) -> Result<ClassDsc
     Ok(dsc_of_counts(&counts))
 }
 
-fn dsc_of_counts(counts: &[[f64; 3]]) -> ClassDsc {
+pub(crate) fn dsc_of_counts(counts: &[[f64; 3]]) -> ClassDsc {
     let per_class: Vec<Option<f64>> = counts
         .iter()
         .map(|&[tp, fp, fn_]| (tp + fp + fn_ > 0.0).then(|| 2.0 * tp / (2.0 * tp + fp + fn_)))
@@ -511,7 +541,7 @@ pub fn train(
     if !cfg.size.is_multiple_of(stride)
         || train
             .iter()
-            .chain(val)
+            .chain(if cfg.instances { &[][..] } else { val })
             .any(|s| s.width != cfg.size || s.height != cfg.size)
     {
         return Err(format!(
@@ -666,8 +696,15 @@ pub fn train(
         state.next_epoch = epoch + 1;
         let summary = &mut state.summary;
         let train_seconds = t0.elapsed().as_secs_f64();
+        let cells = if cfg.instances && !val.is_empty() {
+            Some(super::instances::instance_scores(net, val, cfg.size)?)
+        } else {
+            None
+        };
         let dsc = if val.is_empty() {
             None
+        } else if let Some(c) = &cells {
+            Some(c.dsc.clone())
         } else {
             Some(if cfg.val_volumes.is_empty() {
                 class_dsc(net, val, batch)?
@@ -682,16 +719,23 @@ pub fn train(
             train_loss: losses.iter().sum::<f64>() / losses.len().max(1) as f64,
             val_dsc,
             val_dsc_per_class: dsc.filter(|d| d.per_class.len() > 1).map(|d| d.per_class),
+            val_cell_f1: cells.as_ref().map(|c| c.f1),
+            val_cell_precision: cells.as_ref().map(|c| c.precision),
+            val_cell_recall: cells.as_ref().map(|c| c.recall),
             seconds: t0.elapsed().as_secs_f64(),
             train_images_per_s: (steps * batch) as f64 / train_seconds.max(1e-9),
         };
-        let improved = match (val_dsc, summary.best_val_dsc) {
+        // The best epoch by cell F1 for instance training, else by the DSC.
+        let score = report.val_cell_f1.or(val_dsc);
+        let best = summary.best_val_cell_f1.or(summary.best_val_dsc);
+        let improved = match (score, best) {
             (Some(d), Some(b)) => d > b,
             (Some(_), None) => true,
             _ => false,
         };
         if improved {
             summary.best_val_dsc = val_dsc;
+            summary.best_val_cell_f1 = report.val_cell_f1;
             summary.best_epoch = Some(epoch + 1);
         }
         summary.epochs.push(report.clone());
@@ -703,7 +747,9 @@ pub fn train(
             super::checkpoint::save_state(dir, net, cfg, state)?;
         }
         let mut go_on = on_event(Event::Epoch(&report));
-        if cfg.previews > 0 && !val.is_empty() {
+        // Previews show the first validation samples at the network's size; instance
+        // validation images are whole images of any size.
+        if cfg.previews > 0 && !val.is_empty() && !cfg.instances {
             let shown = &val[..cfg.previews.min(val.len())];
             let predicted = foreground_maps(net, shown)?;
             go_on &= on_event(Event::Previews {
@@ -726,6 +772,36 @@ pub fn train(
         }
     }
     Ok(state.summary.clone())
+}
+
+/// Whether one training step's forward and backward pass at `batch` (of `size`² inputs) fits
+/// the device: runs it on blank inputs, without updating the weights, and reads the loss back;
+/// a GPU failure (out of memory) is false.
+pub fn step_fits(net: &Net, size: usize, batch: usize) -> bool {
+    let device = net.device();
+    let mut probe = net.clone();
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let x = Tensor::<4>::zeros([batch, 3, size, size], &device);
+        let y = Tensor::<4>::zeros([batch, 1, size, size], &device);
+        let loss = probe.train_loss(x, y)?;
+        let value = loss.clone().inner();
+        drop(loss.backward());
+        scalar(value)
+    }));
+    matches!(run, Ok(Ok(_)))
+}
+
+/// The largest batch below `failed` (halving from it) whose training step fits the device
+/// ([`step_fits`]); None when not even one image fits.
+pub fn largest_fitting_batch(net: &Net, size: usize, failed: usize) -> Option<usize> {
+    let mut b = failed / 2;
+    while b >= 1 {
+        if step_fits(net, size, b) {
+            return Some(b);
+        }
+        b /= 2;
+    }
+    None
 }
 
 /// Short name of a network configuration.

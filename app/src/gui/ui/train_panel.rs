@@ -36,10 +36,15 @@ impl MedsegApp {
     /// Scans the dataset folder of the form and loads a sample of its pairs (a worker task).
     pub fn look_at_dataset(&mut self) {
         let root = PathBuf::from(self.train_form.data.trim());
+        let instances = self.train_form.instances;
         self.train_look = None;
         self.tasks
             .spawn(format!("Looking at {}", root.display()), move |p| {
-                let look = training::look_at(&root, &mut crate::jobs::fraction_of(p, "reading"));
+                let look = training::look_at(
+                    &root,
+                    instances,
+                    &mut crate::jobs::fraction_of(p, "reading"),
+                );
                 Ok(Outcome::DatasetLook(Box::new(look)))
             });
     }
@@ -152,6 +157,7 @@ impl MedsegApp {
     fn train_form_ui(&mut self, ui: &mut egui::Ui) {
         let f = &mut self.train_form;
         let mut pick: Option<(TrainField, bool)> = None;
+        let mut look_again = false;
         egui::Grid::new("train_form").num_columns(2).show(ui, |ui| {
             ui.label("Dataset");
             ui.horizontal(|ui| {
@@ -211,8 +217,19 @@ impl MedsegApp {
                 }
             });
             ui.end_row();
+            ui.label("Masks");
+            let toggled = ui
+                .checkbox(&mut f.instances, "instance label maps (cells)")
+                .on_hover_text(
+                    "One id per object: the network learns interior and boundary on tiles, \
+                     validation scores cell F1, Segment gives instances",
+                );
+            // Instance maps are looked for in labels/ and may hold any number of ids.
+            look_again = toggled.changed() && !f.data.trim().is_empty();
+            ui.end_row();
             ui.label("Class names");
-            ui.add(
+            ui.add_enabled(
+                !f.instances,
                 egui::TextEdit::singleline(&mut f.class_names)
                     .desired_width(150.0)
                     .hint_text("e.g. polyp"),
@@ -250,6 +267,9 @@ impl MedsegApp {
             });
             ui.end_row();
         });
+        if look_again {
+            self.look_at_dataset();
+        }
         if let Some((field, folder)) = pick {
             self.pick(
                 move |p| Picked::Train(field, p),
