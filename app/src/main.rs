@@ -529,6 +529,13 @@ fn view(startup: medseg::gui::Startup) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // A reader that stops early (`medseg info … | head`) ends the output quietly, as other
+    // command-line tools do, instead of a panic on the broken pipe.
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of SIGPIPE before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     // `medseg --train ...` is `medseg train ...`.
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "--train") {
