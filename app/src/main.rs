@@ -132,6 +132,21 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// Whether one training step (forward and backward, blank inputs) of a network fits the
+    /// GPU at a batch and size: exit status 0 when it does. `medseg train` runs it in fresh
+    /// processes after a batch did not fit, to say which one does.
+    #[command(hide = true)]
+    ProbeStep {
+        #[arg(long)]
+        model: String,
+        /// The network's configuration as a checkpoint stores it (JSON).
+        #[arg(long)]
+        config: String,
+        #[arg(long)]
+        size: usize,
+        #[arg(long)]
+        batch: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -343,6 +358,15 @@ fn bench_model(
     let result = medseg_model::bench::bench_model(&ctx, models, size, iters)?;
     print!("{}", result.table());
     write_json(json, &result)
+}
+
+fn probe_step(model: &str, config: &str, size: usize, batch: usize) -> Result<bool, String> {
+    let c: serde_json::Value =
+        serde_json::from_str(config).map_err(|e| format!("--config: {e}"))?;
+    let cfg = medseg_model::nn::net::NetConfig::from_json(Some(model), &c)?;
+    let ctx = gpu()?;
+    let net = medseg_model::train::trainer::init_network(&cfg, 0, &ctx.autodiff_device())?;
+    Ok(medseg_model::train::trainer::step_fits(&net, size, batch))
 }
 
 /// Runs a job with a terminal reporter, its error as text.
@@ -646,6 +670,12 @@ fn main() -> ExitCode {
                     json,
                 },
         } => bench_model(models, *size, *iters, json.as_ref()).map(|_| true),
+        Command::ProbeStep {
+            model,
+            config,
+            size,
+            batch,
+        } => probe_step(model, config, *size, *batch),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

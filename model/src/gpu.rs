@@ -406,10 +406,35 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "the GPU runtime failed".into())
 }
 
-/// Whether a GPU runtime failure (a panic's text) is the device running out of memory.
-pub fn is_out_of_memory(message: &str) -> bool {
+/// Whether a GPU runtime failure (a panic's text) says the work was too large for the device:
+/// out of memory, a buffer over the device's limit, or a dispatch over its workgroup count —
+/// all cured by a smaller batch or input.
+pub fn is_too_large(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    m.contains("out of device memory") || m.contains("outofmemory") || m.contains("out of memory")
+    [
+        "out of device memory",
+        "outofmemory",
+        "out of memory",
+        "can't allocate buffer",
+        "cube count too big",
+    ]
+    .iter()
+    .any(|k| m.contains(k))
+}
+
+/// The line of a GPU runtime failure that says what went wrong: the cause the runtime names
+/// (after "Caused by:") when there is one, else the first line.
+pub fn failure_summary(message: &str) -> String {
+    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("the GPU runtime failed").to_string();
+    let mut rest = message
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| *l != "Caused by:");
+    rest.next();
+    rest.find(|l| !l.is_empty())
+        .map(str::to_string)
+        .unwrap_or(first)
 }
 
 /// Largest storage binding (bytes) any created device allows; ops split work above it.
@@ -488,6 +513,30 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("tiny gpu"), "{err}");
+    }
+
+    #[test]
+    fn runtime_failures_too_large_for_the_device_are_told_apart() {
+        // As the runtime words them (the dispatch one as lavapipe gave it at batch 32, 512²).
+        let dispatch = "Error while reading data: use `try_into_data` instead to catch the \
+                        error at runtime: An error happened during execution\nCaused by:\n\
+                        Unable to launch matmul because a required feature is unavailable: \
+                        Cube count too big (65536, 2, 1)\n\n";
+        assert!(is_too_large(dispatch));
+        assert_eq!(
+            failure_summary(dispatch),
+            "Unable to launch matmul because a required feature is unavailable: Cube count \
+             too big (65536, 2, 1)"
+        );
+        let oom = "out of device memory allocating 1073741824 bytes\n   0: backtrace";
+        assert!(is_too_large(oom));
+        assert_eq!(
+            failure_summary(oom),
+            "out of device memory allocating 1073741824 bytes"
+        );
+        let lost = "Device lost: the GPU stopped answering";
+        assert!(!is_too_large(lost));
+        assert_eq!(failure_summary(lost), lost);
     }
 
     #[test]

@@ -466,9 +466,9 @@ pub fn train_observed(
     ));
     r.log("| epoch | lr | train loss | val DSC | s | train img/s | pool GiB |");
     r.log("|---|---|---|---|---|---|---|");
-    // The GPU runtime reports running out of memory by panicking: caught here, so the run
-    // ends with an error that says which batch fits (the checkpoints of the finished epochs
-    // stay as they were).
+    // The GPU runtime reports running out of memory (or a dispatch over the device's limits)
+    // by panicking: caught here, so the run ends with an error that says which batch fits (the
+    // checkpoints of the finished epochs stay as they were).
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         trainer::train(
             &mut net,
@@ -554,20 +554,19 @@ pub fn train_observed(
     }));
     let result = result.unwrap_or_else(|panic| {
         let message = medseg_model::gpu::panic_message(panic.as_ref());
-        let first = message.lines().next().unwrap_or_default().to_string();
-        if !medseg_model::gpu::is_out_of_memory(&message) {
-            return Err(format!("the GPU runtime failed: {first}"));
+        let cause = medseg_model::gpu::failure_summary(&message);
+        if !medseg_model::gpu::is_too_large(&message) {
+            return Err(format!("the GPU runtime failed: {cause}"));
         }
-        r.log("the GPU ran out of memory; trying smaller batches to see which fits");
-        let advice = match trainer::largest_fitting_batch(&net, cfg.size, cfg.batch) {
+        r.log("the batch did not fit the GPU; trying smaller batches to see which fits");
+        let advice = match fitting_batch(&cfg.net, cfg.size, cfg.batch, r) {
             Some(b) => format!("batch {b} fits: run again with --batch {b}"),
-            None => "no smaller batch ran either, down to 1 (the network may not fit this GPU at \
-                     this --size, or the GPU did not recover from the failure): try a smaller \
-                     --size or --width"
+            None => "no smaller batch fits either (or they could not be tried): try a smaller \
+                     --batch, --size or --width"
                 .into(),
         };
         Err(format!(
-            "the GPU ran out of memory training {} at batch {} ({}²): {first}; {advice}{}",
+            "batch {1} of {2}² does not fit this GPU for {0} ({cause}); {advice}{3}",
             trainer::model_name(&cfg.net),
             cfg.batch,
             cfg.size,
@@ -743,5 +742,49 @@ fn free_bytes(dir: &Path) -> Option<u64> {
 
 #[cfg(not(unix))]
 fn free_bytes(_dir: &Path) -> Option<u64> {
+    None
+}
+
+/// The largest batch below `failed` (halving from it) whose training step fits the GPU, each
+/// tried by `medseg probe-step` in a fresh process (after a failed dispatch the runtime may
+/// refuse all later work on this process's device); None when none fits, when asked to stop,
+/// or when this program is not the `medseg` binary (a test harness).
+fn fitting_batch(net: &NetConfig, size: usize, failed: usize, r: &dyn Reporter) -> Option<usize> {
+    let exe = std::env::current_exe().ok()?;
+    if !exe
+        .file_stem()
+        .is_some_and(|n| n.to_string_lossy().starts_with("medseg"))
+    {
+        return None;
+    }
+    let config = net.to_json().to_string();
+    let mut b = failed / 2;
+    while b >= 1 {
+        if !r.progress(&format!("trying batch {b}"), None) || r.cancelled() {
+            return None;
+        }
+        let fits = std::process::Command::new(&exe)
+            .args([
+                "probe-step",
+                "--model",
+                trainer::model_name(net),
+                "--config",
+            ])
+            .arg(&config)
+            .args(["--size", &size.to_string(), "--batch", &b.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        r.log(&format!(
+            "batch {b}: {}",
+            if fits { "fits" } else { "does not fit" }
+        ));
+        if fits {
+            return Some(b);
+        }
+        b /= 2;
+    }
     None
 }

@@ -776,7 +776,8 @@ pub fn train(
 
 /// Whether one training step's forward and backward pass at `batch` (of `size`² inputs) fits
 /// the device: runs it on blank inputs, without updating the weights, and reads the loss back;
-/// a GPU failure (out of memory) is false.
+/// a GPU failure (out of memory) is false. After such a failure the runtime may refuse every
+/// later call on the device, so each try wants a fresh process (`medseg probe-step`).
 pub fn step_fits(net: &Net, size: usize, batch: usize) -> bool {
     let device = net.device();
     let mut probe = net.clone();
@@ -789,19 +790,6 @@ pub fn step_fits(net: &Net, size: usize, batch: usize) -> bool {
         scalar(value)
     }));
     matches!(run, Ok(Ok(_)))
-}
-
-/// The largest batch below `failed` (halving from it) whose training step fits the device
-/// ([`step_fits`]); None when not even one image fits.
-pub fn largest_fitting_batch(net: &Net, size: usize, failed: usize) -> Option<usize> {
-    let mut b = failed / 2;
-    while b >= 1 {
-        if step_fits(net, size, b) {
-            return Some(b);
-        }
-        b /= 2;
-    }
-    None
 }
 
 /// Short name of a network configuration.
