@@ -63,3 +63,22 @@ impl Lcg {
         (0..n).map(|_| offset + scale * self.uniform()).collect()
     }
 }
+
+/// Trains `net` from its start by `cfg` (checkpoints in `out`), printing each epoch's report.
+pub fn train_logged(
+    net: &mut medseg_model::nn::net::Net,
+    cfg: &medseg_model::train::trainer::TrainConfig,
+    train: &[medseg_data::preprocess::Sample],
+    val: &[medseg_data::preprocess::Sample],
+    out: &std::path::Path,
+) -> medseg_model::train::trainer::TrainSummary {
+    use medseg_model::train::trainer::{self, Event, TrainState};
+    let mut state = TrainState::new(cfg);
+    trainer::train(net, cfg, &mut state, train, val, Some(out), &mut |e| {
+        if let Event::Epoch(r) = e {
+            eprintln!("{r:?}");
+        }
+        true
+    })
+    .unwrap()
+}

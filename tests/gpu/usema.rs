@@ -2,7 +2,7 @@
 //! parameter, the mean-term flag matters, a short training run on polyp images learns, and
 //! one on nuclei crops learns their instances.
 
-use crate::{gpu, shared_dir, Lcg};
+use crate::{gpu, shared_dir, train_logged, Lcg};
 use medseg_data::dataset::{load_pair, load_pairs, Dataset, Loaded};
 use medseg_data::instances::{instances_to_classes, INTERIOR};
 use medseg_data::metrics::cell_f1;
@@ -15,7 +15,7 @@ use medseg_model::nn::params::{Loader, NamedParams};
 use medseg_model::nn::usema::{Usema, UsemaConfig};
 use medseg_model::segment::SegModel;
 use medseg_model::train::optim::Cosine;
-use medseg_model::train::trainer::{self, Event, TrainConfig, TrainState};
+use medseg_model::train::trainer::{self, TrainConfig};
 use medseg_model::train::{checkpoint, instances};
 
 /// Four stages (16, 32, 64, 64 features, head dim 16), windows of 8: at 64² the maps are
@@ -127,25 +127,7 @@ fn usema_training_on_polyp_images_lowers_the_loss() {
     cfg.schedule = Cosine::official(epochs);
     let mut net = trainer::init_network(&cfg.net, cfg.seed, &dev).unwrap();
     let out = std::env::temp_dir().join(format!("medseg-usema-test-{}", std::process::id()));
-    let mut state = TrainState::new(&cfg);
-    let summary = trainer::train(
-        &mut net,
-        &cfg,
-        &mut state,
-        &train,
-        &val,
-        Some(&out),
-        &mut |e| {
-            if let Event::Epoch(r) = e {
-                eprintln!(
-                    "epoch {} loss {:.4} val DSC {:?} ({:.1} s)",
-                    r.epoch, r.train_loss, r.val_dsc, r.seconds
-                );
-            }
-            true
-        },
-    )
-    .unwrap();
+    let summary = train_logged(&mut net, &cfg, &train, &val, &out);
     let l = &summary.step_losses;
     assert_eq!(l.len(), 4 * epochs);
     let first = l[..4].iter().sum::<f64>() / 4.0;
@@ -267,25 +249,7 @@ fn usema_learns_nuclei_instances_on_tiles_and_predicts_them() {
     cfg.input.classes = instances::class_names();
     let mut net = trainer::init_network(&cfg.net, cfg.seed, &dev).unwrap();
     let out = std::env::temp_dir().join(format!("medseg-nuclei-test-{}", std::process::id()));
-    let mut state = TrainState::new(&cfg);
-    let summary = trainer::train(
-        &mut net,
-        &cfg,
-        &mut state,
-        &train,
-        &val,
-        Some(&out),
-        &mut |e| {
-            if let Event::Epoch(r) = e {
-                eprintln!(
-                    "epoch {} loss {:.4} cell F1 {:?} DSC {:?} ({:.1} s)",
-                    r.epoch, r.train_loss, r.val_cell_f1, r.val_dsc_per_class, r.seconds
-                );
-            }
-            true
-        },
-    )
-    .unwrap();
+    let summary = train_logged(&mut net, &cfg, &train, &val, &out);
     let l = &summary.step_losses;
     assert_eq!(l.len(), 3 * epochs);
     let first = l[..3].iter().sum::<f64>() / 3.0;
