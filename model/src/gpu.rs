@@ -403,7 +403,7 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<String>()
         .cloned()
         .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "the GPU runtime failed".into())
+        .unwrap_or_else(|| "an internal error without a message".into())
 }
 
 /// Whether a GPU runtime failure (a panic's text) says the work was too large for the device:
@@ -426,15 +426,9 @@ pub fn is_too_large(message: &str) -> bool {
 /// (after "Caused by:") when there is one, else the first line.
 pub fn failure_summary(message: &str) -> String {
     let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
-    let first = lines.next().unwrap_or("the GPU runtime failed").to_string();
-    let mut rest = message
-        .lines()
-        .map(str::trim)
-        .skip_while(|l| *l != "Caused by:");
-    rest.next();
-    rest.find(|l| !l.is_empty())
-        .map(str::to_string)
-        .unwrap_or(first)
+    let first = lines.next().unwrap_or("the GPU runtime failed");
+    let mut rest = lines.skip_while(|l| *l != "Caused by:").skip(1);
+    rest.next().unwrap_or(first).to_string()
 }
 
 /// Largest storage binding (bytes) any created device allows; ops split work above it.

@@ -107,11 +107,6 @@ impl Running {
     }
 }
 
-/// The text a panic carried.
-pub fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
-    medseg_model::gpu::panic_message(p.as_ref())
-}
-
 /// The task list of the app.
 pub struct Tasks {
     tx: Sender<Message>,
@@ -164,7 +159,7 @@ impl Tasks {
                         .unwrap_or_else(|p| {
                             Err(JobError::Failed(format!(
                                 "internal error: {}",
-                                panic_message(&p)
+                                medseg_model::gpu::panic_message(p.as_ref())
                             )))
                         });
                 let result = match result {

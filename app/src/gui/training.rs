@@ -389,7 +389,7 @@ impl TrainingRun {
                         Ok(Err(e)) => Err(e.to_string()),
                         Err(p) => Err(format!(
                             "training stopped on an internal error: {}",
-                            crate::gui::tasks::panic_message(&p)
+                            medseg_model::gpu::panic_message(p.as_ref())
                         )),
                     };
                     if let Ok(mut l) = live.lock() {

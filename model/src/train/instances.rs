@@ -10,7 +10,7 @@ use crate::infer::Segmenter;
 use crate::nn::net::Net;
 use crate::segment::DEFAULT_MEMORY_BUDGET;
 use medseg_data::dataset::Loaded;
-use medseg_data::instances::{instances_to_classes, tiles, CLASS_NAMES};
+use medseg_data::instances::{classes_to_instances, instances_to_classes, tiles, CLASS_NAMES};
 use medseg_data::metrics::cell_f1;
 use medseg_data::preprocess::{Normalization, Sample};
 use medseg_data::proposal::Proposal;
@@ -94,23 +94,21 @@ pub struct InstanceScore {
 
 /// The class map and the instance map of class probabilities (`channels` × `w·h`) as Segment
 /// and `medseg predict` label them at `threshold` (through a [`Proposal`]: a pixel takes its
-/// most likely foreground class when its foreground probability reaches the threshold; then
-/// [`Proposal::instances`]), so validation and predict agree.
+/// most likely foreground class when its foreground probability reaches the threshold; the
+/// interior's components grown into the boundary, as `Proposal::instances` does), so
+/// validation and predict agree.
 pub fn instances_of_probabilities(
     probs: &[f32],
     channels: usize,
     w: usize,
     h: usize,
     threshold: f32,
-) -> Result<(Vec<u16>, Vec<u32>), String> {
+) -> (Vec<u16>, Vec<u32>) {
     let mut p = Proposal::new(Geometry::axis_aligned([w, h, 1], [1.0; 3]), class_names());
     p.set_from_probabilities(probs, channels, w * h, &mut |i| i);
     let classes = p.labels(threshold).labels;
-    let (instances, _) = p.instances(threshold).map_err(|e| e.to_string())?;
-    Ok((
-        classes,
-        instances.labels.into_iter().map(u32::from).collect(),
-    ))
+    let instances = classes_to_instances(&classes, w, h);
+    (classes, instances)
 }
 
 /// Segments each validation image whole (sliding windows of `tile`, outside autodiff) and
@@ -124,7 +122,7 @@ pub fn instance_scores(net: &Net, val: &[Sample], tile: usize) -> Result<Instanc
     for s in val {
         let (w, h) = (s.width, s.height);
         let probs = seg.predict(&s.image, w, h, &SlidingWindow::default(), &mut |_, _| true)?;
-        let (classes, predicted) = instances_of_probabilities(&probs, k, w, h, 0.5)?;
+        let (classes, predicted) = instances_of_probabilities(&probs, k, w, h, 0.5);
         let truth: Vec<u32> = s.mask.iter().map(|&v| v as u32).collect();
         let score = cell_f1(&truth, &predicted, w, h, 0.5).map_err(|e| e.to_string())?;
         f1 += score.f1;
