@@ -35,6 +35,10 @@ pub const SEMA_BACKWARD_KV: ShaderFile = shader!("sema_backward_kv.wgsl");
 pub const RFA_COMMON: ShaderFile = shader!("rfa_common.wgsl");
 pub const RFA_ATTENTION: ShaderFile = shader!("rfa_attention.wgsl");
 pub const RFA_ATTENTION_BACKWARD: ShaderFile = shader!("rfa_attention_backward.wgsl");
+pub const CONV_COMMON: ShaderFile = shader!("conv_common.wgsl");
+pub const CONV_GEMM: ShaderFile = shader!("conv_gemm.wgsl");
+pub const CONV_WGRAD: ShaderFile = shader!("conv_wgrad.wgsl");
+pub const CONV_DEPTHWISE_WGRAD: ShaderFile = shader!("conv_depthwise_wgrad.wgsl");
 
 /// Every embedded file (kernels and helpers).
 pub const ALL: &[ShaderFile] = &[
@@ -53,6 +57,10 @@ pub const ALL: &[ShaderFile] = &[
     RFA_COMMON,
     RFA_ATTENTION,
     RFA_ATTENTION_BACKWARD,
+    CONV_COMMON,
+    CONV_GEMM,
+    CONV_WGRAD,
+    CONV_DEPTHWISE_WGRAD,
 ];
 
 const APPEND: &str = "// @append ";

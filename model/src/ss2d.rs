@@ -2,11 +2,11 @@
 //! scan (our kernel, cross-scan and merge folded into its loads and stores), out_norm, the
 //! SiLU(z) gate and out_proj. Parameter names follow the official state_dict.
 
+use crate::ops::conv::conv2d;
 use crate::ops::scan::{selective_scan, ScanInput, ScanOptions, ScanOrder};
 use crate::ShapeError;
 use burn::module::{Module, Param};
 use burn::tensor::activation::silu;
-use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::Tensor;
 

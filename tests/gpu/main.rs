@@ -3,6 +3,7 @@
 
 mod bundled;
 mod context;
+mod conv;
 mod fixtures;
 mod infer;
 mod networks;

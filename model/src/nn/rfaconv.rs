@@ -7,10 +7,11 @@
 //! per-pixel 1×1 conv over the 9C weighted features (no 3H×3W map is built).
 
 use super::params::{join, Loader, NamedParams, Visit};
+use crate::ops::conv::conv2d;
 use crate::ops::rfa::rfa_attention;
 use burn::module::Param;
 use burn::tensor::activation::relu;
-use burn::tensor::module::{avg_pool2d, conv2d};
+use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions};
 use burn::tensor::Tensor;
 

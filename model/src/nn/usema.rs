@@ -10,11 +10,12 @@
 //! decoder stage j = 0 the deepest, as in nnU-Net.
 
 use super::params::{join, Loader, NamedParams, Visit};
+use crate::ops::conv::conv2d;
 use crate::ops::sema::sema;
 use crate::ss2d::layer_norm;
 use burn::module::Param;
 use burn::tensor::activation::{gelu, leaky_relu, log_softmax, silu, softmax};
-use burn::tensor::module::{conv2d, conv_transpose2d};
+use burn::tensor::module::conv_transpose2d;
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Slice, Tensor};
 

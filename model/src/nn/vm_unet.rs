@@ -3,9 +3,9 @@
 //! classes. Parameters carry the official names (`layers.0.blocks.0.self_attention…`).
 
 use super::params::{join, Loader, NamedParams, Visit};
+use crate::ops::conv::conv2d;
 use crate::ss2d::{layer_norm, Ss2d, Ss2dConfig};
 use burn::module::Param;
-use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::Tensor;
 

@@ -1,0 +1,493 @@
+//! 2-D convolutions on the GPU, forward and backward, as burn ops: the dense convolutions of
+//! stride 1 (USEMA's 3×3 and 1×1, RFAConv's and VM-UNet's 1×1) as an implicit GEMM
+//! (`shaders/conv_gemm.wgsl`, which also gives their input gradient, and `conv_wgrad.wgsl`), and
+//! the weight gradient of depthwise convolutions (`conv_depthwise_wgrad.wgsl`; their forward and
+//! input gradient are burn's depthwise routine). burn's own kernels for these cases have no fast
+//! path on WGSL: its weight gradient in particular runs as a direct convolution whose kernel is
+//! the whole image, with one invocation per weight. [`conv2d`] picks ours where they apply and
+//! burn's otherwise; `MEDSEG_CONV=burn` sends every convolution to burn's, for comparing the two.
+//! The CPU twin is `reference::conv`.
+
+use crate::ops::launch::{empty, expect_len, launch};
+use crate::shaders;
+use burn::backend::autodiff::{
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+    Autodiff,
+};
+use burn::backend::fusion::custom::TensorSpec;
+use burn::backend::ops::ModuleOps;
+use burn::backend::wgpu::{into_contiguous, CubeBackend};
+use burn::backend::{backend_extension, tensor::FloatTensor, Backend, Dispatch, TensorMetadata};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, FloatDType, Shape, Tensor};
+
+/// The geometry of one convolution with square K × K filters, one stride and one zero padding
+/// for both axes; the tensors are x (B, Cin, H, W), weight (Cout, Cin / groups, K, K) and the
+/// output (B, Cout, Ho, Wo).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConvGeom {
+    pub batch: usize,
+    pub cin: usize,
+    pub height: usize,
+    pub width: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+/// Output channels and pixels of one workgroup of the GEMM kernels.
+const TILE: usize = 64;
+const WORKGROUP: u32 = 256;
+/// Largest number of workgroups along one dispatch dimension (WebGPU's default limit).
+const MAX_WORKGROUPS: usize = 65_535;
+
+impl ConvGeom {
+    pub fn out_height(&self) -> usize {
+        (self.height + 2 * self.pad - self.k) / self.stride + 1
+    }
+
+    pub fn out_width(&self) -> usize {
+        (self.width + 2 * self.pad - self.k) / self.stride + 1
+    }
+
+    fn out_dims(&self) -> Vec<usize> {
+        vec![self.batch, self.cout, self.out_height(), self.out_width()]
+    }
+
+    fn pixels(&self) -> usize {
+        self.out_height() * self.out_width()
+    }
+
+    /// Rows of the dense column matrix, Cin · K².
+    fn rows(&self) -> usize {
+        self.cin * self.k * self.k
+    }
+
+    /// The convolution that gives a stride-1 convolution's input gradient: the output
+    /// gradient (B, Cout, Ho, Wo) convolved into (B, Cin, H, W) with the flipped, transposed
+    /// weights.
+    fn transposed(&self) -> ConvGeom {
+        ConvGeom {
+            batch: self.batch,
+            cin: self.cout,
+            height: self.out_height(),
+            width: self.out_width(),
+            cout: self.cin,
+            k: self.k,
+            stride: 1,
+            pad: self.k - 1 - self.pad,
+        }
+    }
+
+    /// Splits of the (image, pixel) pairs for a weight gradient: enough workgroups to fill a
+    /// large GPU (`target` over `tiles` per split), none shorter than `min_chunk` pairs.
+    /// Returns (splits, pairs per split).
+    fn split(&self, tiles: usize, target: usize, min_chunk: usize) -> (usize, usize) {
+        let pairs = self.batch * self.pixels();
+        let wanted = target.div_ceil(tiles.max(1)).max(1);
+        let most = pairs.div_ceil(min_chunk).max(1);
+        let chunk = pairs.div_ceil(wanted.min(most)).next_multiple_of(16);
+        (pairs.div_ceil(chunk), chunk)
+    }
+
+    fn dense_split(&self) -> (usize, usize) {
+        let tiles = self.cout.div_ceil(TILE) * self.rows().div_ceil(TILE);
+        self.split(tiles, 1024, 256)
+    }
+
+    fn depthwise_split(&self) -> (usize, usize) {
+        self.split(self.cout, 2048, 1024)
+    }
+
+    fn options(&self, groups: usize) -> ConvOptions<2> {
+        ConvOptions::new([self.stride; 2], [self.pad; 2], [1, 1], groups)
+    }
+
+    fn words(&self, chunk: usize) -> Vec<u32> {
+        [
+            self.batch,
+            self.cin,
+            self.height,
+            self.width,
+            self.cout,
+            self.out_height(),
+            self.out_width(),
+            self.k,
+            self.stride,
+            self.pad,
+            chunk,
+            self.cout / self.cin,
+        ]
+        .map(|v| v as u32)
+        .to_vec()
+    }
+}
+
+fn spec(dims: Vec<usize>) -> TensorSpec {
+    TensorSpec::new(Shape::from(dims), DType::F32)
+}
+
+/// The raw kernels, without autodiff.
+#[backend_extension(Cube, Fusion)]
+pub trait ConvKernels: Backend {
+    /// Dense convolution with bias: (B, Cout, Ho, Wo).
+    #[fusion(meta = |_x, _w, _b, g| spec(g.out_dims()))]
+    fn conv_gemm(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geom: ConvGeom,
+    ) -> FloatTensor<Self>;
+
+    /// Per-split weight gradient of a dense convolution: (S, Cout, Cin · K²).
+    #[fusion(meta = |_x, _dy, g| spec(vec![g.dense_split().0, g.cout, g.rows()]))]
+    fn conv_wgrad(x: FloatTensor<Self>, dy: FloatTensor<Self>, geom: ConvGeom)
+        -> FloatTensor<Self>;
+
+    /// Per-split weight gradient of a depthwise convolution: (S, Cout, K²).
+    #[fusion(meta = |_x, _dy, g| spec(vec![g.depthwise_split().0, g.cout, g.k * g.k]))]
+    fn conv_depthwise_wgrad(
+        x: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        geom: ConvGeom,
+    ) -> FloatTensor<Self>;
+}
+
+/// The differentiable ops.
+#[backend_extension(Autodiff, Cube, Fusion)]
+pub trait ConvOps: Backend {
+    #[fusion(meta = |_x, _w, _b, g| spec(g.out_dims()))]
+    fn conv_dense(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geom: ConvGeom,
+    ) -> FloatTensor<Self>;
+
+    #[fusion(meta = |_x, _w, _b, g| spec(g.out_dims()))]
+    fn conv_depthwise(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geom: ConvGeom,
+    ) -> FloatTensor<Self>;
+}
+
+impl ConvKernels for CubeBackend {
+    fn conv_gemm(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        g: ConvGeom,
+    ) -> FloatTensor<Self> {
+        let [x, weight, bias] = [x, weight, bias].map(into_contiguous);
+        expect_len(&x, g.batch * g.cin * g.height * g.width, "x");
+        expect_len(&weight, g.cout * g.rows(), "weight");
+        expect_len(&bias, g.cout, "bias");
+        let out = empty(&x, g.out_dims());
+        let count = [g.pixels().div_ceil(TILE), g.cout.div_ceil(TILE), g.batch];
+        launch(
+            &shaders::CONV_GEMM,
+            WORKGROUP,
+            count,
+            &[&x, &weight, &bias, &out],
+            &g.words(0),
+        );
+        out
+    }
+
+    fn conv_wgrad(x: FloatTensor<Self>, dy: FloatTensor<Self>, g: ConvGeom) -> FloatTensor<Self> {
+        let [x, dy] = [x, dy].map(into_contiguous);
+        expect_len(&x, g.batch * g.cin * g.height * g.width, "x");
+        expect_len(&dy, g.batch * g.cout * g.pixels(), "dy");
+        let (splits, chunk) = g.dense_split();
+        let partial = empty(&x, vec![splits, g.cout, g.rows()]);
+        let count = [splits, g.cout.div_ceil(TILE), g.rows().div_ceil(TILE)];
+        launch(
+            &shaders::CONV_WGRAD,
+            WORKGROUP,
+            count,
+            &[&x, &dy, &partial],
+            &g.words(chunk),
+        );
+        partial
+    }
+
+    fn conv_depthwise_wgrad(
+        x: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        g: ConvGeom,
+    ) -> FloatTensor<Self> {
+        let [x, dy] = [x, dy].map(into_contiguous);
+        expect_len(&x, g.batch * g.cin * g.height * g.width, "x");
+        expect_len(&dy, g.batch * g.cout * g.pixels(), "dy");
+        let (splits, chunk) = g.depthwise_split();
+        let partial = empty(&x, vec![splits, g.cout, g.k * g.k]);
+        launch(
+            &shaders::CONV_DEPTHWISE_WGRAD,
+            WORKGROUP,
+            [splits, g.cout, 1],
+            &[&x, &dy, &partial],
+            &g.words(chunk),
+        );
+        partial
+    }
+}
+
+impl ConvOps for CubeBackend {
+    fn conv_dense(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geom: ConvGeom,
+    ) -> FloatTensor<Self> {
+        Self::conv_gemm(x, weight, bias, geom)
+    }
+
+    fn conv_depthwise(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geom: ConvGeom,
+    ) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, Some(bias), geom.options(geom.cin))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ConvState<B: Backend> {
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    geom: ConvGeom,
+}
+
+/// Σ over images and pixels of the output gradient: the bias gradient (Cout).
+fn bias_grad<B: Backend>(dy: FloatTensor<B>, g: &ConvGeom) -> FloatTensor<B> {
+    let dy = B::float_reshape(dy, Shape::from(vec![g.batch, g.cout, g.pixels()]));
+    let db = B::float_sum_dim(B::float_sum_dim(dy, 2), 0);
+    B::float_reshape(db, Shape::from(vec![g.cout]))
+}
+
+/// The per-split partial weight gradients summed and shaped as the weights.
+fn sum_splits<B: Backend>(partial: FloatTensor<B>, dims: Vec<usize>) -> FloatTensor<B> {
+    B::float_reshape(B::float_sum_dim(partial, 0), Shape::from(dims))
+}
+
+#[derive(Debug)]
+struct DenseBackward;
+
+impl<B: Backend + ConvKernels> Backward<B, 3> for DenseBackward {
+    type State = ConvState<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let dy = grads.consume::<B>(&ops.node);
+        let ConvState { x, weight, geom: g } = ops.state;
+        let [px, pw, pb] = ops.parents;
+        if let Some(node) = pb {
+            grads.register::<B>(node.id, bias_grad::<B>(dy.clone(), &g));
+        }
+        if let Some(node) = pw {
+            let partial = B::conv_wgrad(x, dy.clone(), g);
+            grads.register::<B>(
+                node.id,
+                sum_splits::<B>(partial, vec![g.cout, g.cin, g.k, g.k]),
+            );
+        }
+        if let Some(node) = px {
+            // (Cout, Cin, K, K) → (Cin, Cout, K, K), flipped in both spatial axes.
+            let flipped = B::float_flip(B::float_swap_dims(weight, 0, 1), &[2, 3]);
+            let zero = B::float_zeros(Shape::from(vec![g.cin]), &dy.device(), FloatDType::F32);
+            grads.register::<B>(node.id, B::conv_gemm(dy, flipped, zero, g.transposed()));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct DepthwiseBackward;
+
+impl<B: Backend + ConvKernels> Backward<B, 3> for DepthwiseBackward {
+    type State = ConvState<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let dy = grads.consume::<B>(&ops.node);
+        let ConvState { x, weight, geom: g } = ops.state;
+        let [px, pw, pb] = ops.parents;
+        if let Some(node) = pb {
+            grads.register::<B>(node.id, bias_grad::<B>(dy.clone(), &g));
+        }
+        if let Some(node) = pw {
+            let partial = B::conv_depthwise_wgrad(x, dy.clone(), g);
+            grads.register::<B>(node.id, sum_splits::<B>(partial, vec![g.cout, 1, g.k, g.k]));
+        }
+        if let Some(node) = px {
+            // Input channel c gathers its `multiplier` output channels, each through its own
+            // flipped filter: a grouped stride-1 convolution of dy with Cin groups.
+            let m = g.cout / g.cin;
+            let flipped = B::float_flip(weight, &[2, 3]);
+            let flipped = B::float_reshape(flipped, Shape::from(vec![g.cin, m, g.k, g.k]));
+            let t = g.transposed();
+            let dx = B::conv2d(dy, flipped, None, t.options(g.cin));
+            grads.register::<B>(node.id, dx);
+        }
+    }
+}
+
+/// The autodiff route shared by both ops: `forward` on the inner backend, `backward` kept.
+fn tracked<B, C, K>(
+    kind: K,
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    bias: FloatTensor<Autodiff<B, C>>,
+    geom: ConvGeom,
+    forward: fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, ConvGeom) -> FloatTensor<B>,
+) -> FloatTensor<Autodiff<B, C>>
+where
+    B: Backend + ConvKernels,
+    C: CheckpointStrategy,
+    K: Backward<B, 3, State = ConvState<B>>,
+{
+    let nodes = [x.node(), weight.node(), bias.node()];
+    let (x, weight, bias) = (
+        x.into_primitive(),
+        weight.into_primitive(),
+        bias.into_primitive(),
+    );
+    match kind.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let out = forward(x.clone(), weight.clone(), bias, geom);
+            prep.finish(ConvState { x, weight, geom }, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(x, weight, bias, geom)),
+    }
+}
+
+impl<B: Backend + ConvKernels + ConvOps, C: CheckpointStrategy> ConvOps for Autodiff<B, C> {
+    fn conv_dense(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geom: ConvGeom,
+    ) -> FloatTensor<Self> {
+        tracked::<B, C, _>(DenseBackward, x, weight, bias, geom, B::conv_gemm)
+    }
+
+    fn conv_depthwise(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geom: ConvGeom,
+    ) -> FloatTensor<Self> {
+        tracked::<B, C, _>(DepthwiseBackward, x, weight, bias, geom, B::conv_depthwise)
+    }
+}
+
+/// Which implementation a convolution takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvRoute {
+    /// `conv_gemm` forward and input gradient, `conv_wgrad` weight gradient.
+    Dense(ConvGeom),
+    /// burn's depthwise forward and input gradient, `conv_depthwise_wgrad` weight gradient.
+    Depthwise(ConvGeom),
+    /// burn's own convolution.
+    Burn,
+}
+
+fn burn_only() -> bool {
+    static BURN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *BURN.get_or_init(|| std::env::var("MEDSEG_CONV").is_ok_and(|v| v == "burn"))
+}
+
+/// The route [`conv2d`] takes for these shapes (ours only for f32, square filters, one
+/// stride of 1, padding below the filter size, no dilation, and sizes the kernels index).
+pub fn route(x: &[usize; 4], weight: &[usize; 4], options: &ConvOptions<2>) -> ConvRoute {
+    let [batch, cin, height, width] = *x;
+    let [cout, per_group, k, k2] = *weight;
+    let groups = options.groups;
+    let [(pad, pad_end), (pad2, pad2_end)] = options.padding;
+    let shaped = k == k2
+        && pad == pad2
+        && pad == pad_end
+        && pad2 == pad2_end
+        && pad < k
+        && options.stride == [1, 1]
+        && options.dilation == [1, 1]
+        && height + 2 * pad >= k
+        && width + 2 * pad >= k
+        && batch > 0
+        && cin > 0
+        && cout > 0;
+    if burn_only() || !shaped {
+        return ConvRoute::Burn;
+    }
+    let geom = ConvGeom {
+        batch,
+        cin,
+        height,
+        width,
+        cout,
+        k,
+        stride: 1,
+        pad,
+    };
+    let limit = crate::gpu::binding_limit() as usize / 4;
+    let fits = batch * cin * height * width <= limit
+        && batch * cout * geom.pixels() <= limit
+        && geom.pixels().div_ceil(TILE) <= MAX_WORKGROUPS
+        && batch <= MAX_WORKGROUPS;
+    if !fits {
+        return ConvRoute::Burn;
+    }
+    if groups == 1 && per_group == cin {
+        let (splits, _) = geom.dense_split();
+        if splits * cout * geom.rows() <= limit && geom.rows() <= limit {
+            return ConvRoute::Dense(geom);
+        }
+    } else if groups == cin && per_group == 1 && cout % cin == 0 && k <= 3 && cout <= MAX_WORKGROUPS
+    {
+        return ConvRoute::Depthwise(geom);
+    }
+    ConvRoute::Burn
+}
+
+/// burn's `conv2d` with the same arguments, on our kernels where [`route`] says so.
+/// Differentiable on an autodiff device.
+pub fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    let f32s = x.dtype() == DType::F32 && weight.dtype() == DType::F32;
+    let r = if f32s {
+        route(&x.dims(), &weight.dims(), &options)
+    } else {
+        ConvRoute::Burn
+    };
+    let geom = match r {
+        ConvRoute::Dense(g) | ConvRoute::Depthwise(g) => g,
+        ConvRoute::Burn => return burn::tensor::module::conv2d(x, weight, bias, options),
+    };
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([geom.cout], &x.device()));
+    let (x, w, b) = (
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+    );
+    Tensor::from_dispatch(match r {
+        ConvRoute::Dense(_) => Dispatch::conv_dense(x, w, b, geom),
+        _ => Dispatch::conv_depthwise(x, w, b, geom),
+    })
+}

@@ -1,0 +1,88 @@
+// Dense 2-D convolution (groups = 1) as an implicit GEMM, per image b:
+//   out[b, co, p] = bias[co] + sum_r w[co, r] * column[b, r, p],
+// r = ci * K * K + ky * K + kx over the reduction, p = oy * out_width + ox over the output pixels,
+// column[b, r, p] = x[b, ci, oy * stride + ky - pad, ox * stride + kx - pad] (zero outside).
+// Layouts: x (B, Cin, H, W), w (Cout, Cin, K, K), bias (Cout), out (B, Cout, Ho, Wo).
+// The input gradient of a stride-1 convolution is this kernel too: the output gradient
+// convolved with the weights transposed over (Cout, Cin) and flipped in space, padding K-1-pad.
+// One workgroup computes 64 output channels x 64 pixels of one image, 4 x 4 per invocation
+// (4 channels x 4 pixels 16 apart, so neighbouring invocations store neighbouring pixels); the
+// weights and the column matrix pass through workgroup memory 16 reduction rows at a time.
+// Dispatch: x = pixel tile, y = channel tile, z = image.
+
+// Bindings 0-1 (params, x) are declared in conv_common.wgsl.
+@group(0) @binding(2) var<storage, read_write> w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+// @append conv_common.wgsl
+
+const TM: u32 = 64u;   // output channels per tile
+const TN: u32 = 64u;   // output pixels per tile
+const TK: u32 = 16u;   // reduction rows per step
+const WG: u32 = 256u;
+
+var<workgroup> tile_w: array<f32, 1024>;  // [k][m], TK x TM
+var<workgroup> tile_x: array<f32, 1024>;  // [k][n], TK x TN
+var<workgroup> wg_steps: u32;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let g = geometry();
+    let b = wid.z;
+    let co0 = wid.y * TM;
+    let p0 = wid.x * TN;
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    let rows = g.cin * g.k * g.k;
+    let pixels = g.out_height * g.out_width;
+    if (lid == 0u) {
+        wg_steps = (rows + TK - 1u) / TK;
+    }
+    let steps = workgroupUniformLoad(&wg_steps);
+
+    var acc: array<vec4<f32>, 4>;  // acc[j][i]: channel co0 + 4 ty + i, pixel p0 + tx + 16 j
+    for (var j = 0u; j < 4u; j++) {
+        acc[j] = vec4<f32>(0.0);
+    }
+    for (var s = 0u; s < steps; s++) {
+        let r0 = s * TK;
+        for (var q = 0u; q < 4u; q++) {
+            let e = lid + q * WG;
+            let m = e / TK;
+            let kw = e - m * TK;
+            var v = 0.0;
+            if (co0 + m < g.cout && r0 + kw < rows) {
+                v = w[(co0 + m) * rows + r0 + kw];
+            }
+            tile_w[kw * TM + m] = v;
+            let kx = e / TN;
+            let n = e - kx * TN;
+            tile_x[kx * TN + n] = column(g, b, r0 + kx, p0 + n);
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < TK; k++) {
+            let a = vec4<f32>(
+                tile_w[k * TM + 4u * ty],
+                tile_w[k * TM + 4u * ty + 1u],
+                tile_w[k * TM + 4u * ty + 2u],
+                tile_w[k * TM + 4u * ty + 3u],
+            );
+            for (var j = 0u; j < 4u; j++) {
+                acc[j] += a * tile_x[k * TN + tx + 16u * j];
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let co = co0 + 4u * ty + i;
+        if (co < g.cout) {
+            for (var j = 0u; j < 4u; j++) {
+                let p = p0 + tx + 16u * j;
+                if (p < pixels) {
+                    out[(b * g.cout + co) * pixels + p] = acc[j][i] + bias[co];
+                }
+            }
+        }
+    }
+}

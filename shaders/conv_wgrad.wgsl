@@ -1,0 +1,91 @@
+// Weight gradient of a dense 2-D convolution, split over the (image, pixel) pairs:
+//   partial[s, co, r] = sum over pairs (b, p) of split s of dy[b, co, p] * column[b, r, p],
+// with the column matrix of conv_common.wgsl; the caller sums the splits (the weight gradient
+// is partial summed over s, as (Cout, Cin, K, K)). Layouts: x (B, Cin, H, W), dy (B, Cout, Ho,
+// Wo), partial (S, Cout, Cin * K * K). Split s holds the pairs [s * chunk, (s + 1) * chunk) of
+// the B * Ho * Wo pairs in (b, p) order. One workgroup computes 64 channels x 64 rows of one
+// split, 4 x 4 per invocation, 16 pairs at a time through workgroup memory.
+// Dispatch: x = split, y = channel tile, z = row tile.
+
+// Bindings 0-1 (params, x) are declared in conv_common.wgsl.
+@group(0) @binding(2) var<storage, read_write> dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> partial: array<f32>;
+
+// @append conv_common.wgsl
+
+const TM: u32 = 64u;   // output channels per tile
+const TN: u32 = 64u;   // reduction rows (weights) per tile
+const TK: u32 = 16u;   // pairs per step
+const WG: u32 = 256u;
+
+var<workgroup> tile_dy: array<f32, 1024>;  // [k][m]
+var<workgroup> tile_x: array<f32, 1024>;   // [k][n]
+var<workgroup> wg_steps: u32;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let g = geometry();
+    let co0 = wid.y * TM;
+    let r0 = wid.z * TN;
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    let rows = g.cin * g.k * g.k;
+    let pixels = g.out_height * g.out_width;
+    let pairs = g.batch * pixels;
+    let first = wid.x * params[P_CHUNK];
+    let last = min(first + params[P_CHUNK], pairs);
+    if (lid == 0u) {
+        wg_steps = (last - first + TK - 1u) / TK;
+    }
+    let steps = workgroupUniformLoad(&wg_steps);
+
+    var acc: array<vec4<f32>, 4>;  // acc[j][i]: channel co0 + 4 ty + i, row r0 + tx + 16 j
+    for (var j = 0u; j < 4u; j++) {
+        acc[j] = vec4<f32>(0.0);
+    }
+    for (var s = 0u; s < steps; s++) {
+        let q0 = first + s * TK;
+        for (var q = 0u; q < 4u; q++) {
+            let e = lid + q * WG;
+            let m = e / TK;
+            let k = e - m * TK;
+            let pair = q0 + k;
+            var d = 0.0;
+            var c = 0.0;
+            if (pair < last) {
+                let b = pair / pixels;
+                let p = pair - b * pixels;
+                if (co0 + m < g.cout) {
+                    d = dy[(b * g.cout + co0 + m) * pixels + p];
+                }
+                c = column(g, b, r0 + m, p);
+            }
+            tile_dy[k * TM + m] = d;
+            tile_x[k * TN + m] = c;
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < TK; k++) {
+            let a = vec4<f32>(
+                tile_dy[k * TM + 4u * ty],
+                tile_dy[k * TM + 4u * ty + 1u],
+                tile_dy[k * TM + 4u * ty + 2u],
+                tile_dy[k * TM + 4u * ty + 3u],
+            );
+            for (var j = 0u; j < 4u; j++) {
+                acc[j] += a * tile_x[k * TN + tx + 16u * j];
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let co = co0 + 4u * ty + i;
+        if (co < g.cout) {
+            for (var j = 0u; j < 4u; j++) {
+                let r = r0 + tx + 16u * j;
+                if (r < rows) {
+                    partial[(wid.x * g.cout + co) * rows + r] = acc[j][i];
+                }
+            }
+        }
+    }
+}
