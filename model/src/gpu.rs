@@ -422,13 +422,23 @@ pub fn is_too_large(message: &str) -> bool {
     .any(|k| m.contains(k))
 }
 
-/// The line of a GPU runtime failure that says what went wrong: the cause the runtime names
-/// (after "Caused by:") when there is one, else the first line.
+/// The line of a GPU runtime failure that says what went wrong: the root cause the runtime
+/// names (the last line of the block after "Caused by:", which may first say which queued work
+/// the failure took down) when there is one, else the first line.
 pub fn failure_summary(message: &str) -> String {
-    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
-    let first = lines.next().unwrap_or("the GPU runtime failed");
-    let mut rest = lines.skip_while(|l| *l != "Caused by:").skip(1);
-    rest.next().unwrap_or(first).to_string()
+    let lines: Vec<&str> = message.lines().map(str::trim).collect();
+    let first = lines.iter().find(|l| !l.is_empty());
+    let cause = lines.iter().position(|l| *l == "Caused by:").and_then(|i| {
+        lines[i + 1..]
+            .iter()
+            .skip_while(|l| l.is_empty())
+            .take_while(|l| !l.is_empty())
+            .last()
+    });
+    cause
+        .or(first)
+        .map_or("the GPU runtime failed", |l| l)
+        .to_string()
 }
 
 /// Largest storage binding (bytes) any created device allows; ops split work above it.
@@ -521,6 +531,19 @@ mod tests {
             failure_summary(dispatch),
             "Unable to launch matmul because a required feature is unavailable: Cube count \
              too big (65536, 2, 1)"
+        );
+        // As the H100 gave it at batch 1024, 256²: the skipped work first, the cause last.
+        let queued = "Error while reading data: use `try_into_data` instead to catch the \
+                      error at runtime: An error happened during execution\nCaused by:\n  \
+                      the work writing it was skipped 418 operation(s) below a failure: \
+                      Should run when selected by autotune.: matmul_naive: An unknown error \
+                      happened.\nUnable to launch matmul because a required feature is \
+                      unavailable: Cube count too big (69760, 48, 1)\n\n";
+        assert!(is_too_large(queued));
+        assert_eq!(
+            failure_summary(queued),
+            "Unable to launch matmul because a required feature is unavailable: Cube count \
+             too big (69760, 48, 1)"
         );
         let oom = "out of device memory allocating 1073741824 bytes\n   0: backtrace";
         assert!(is_too_large(oom));

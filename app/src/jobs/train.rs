@@ -628,8 +628,13 @@ pub fn train_observed(
         medseg_data::atomic::write_atomic(&path, true, |w| w.write_all(&body))?;
     }
     if let (Some(e), Some(d)) = (summary.best_epoch, summary.best_val_dsc) {
+        // Instance runs keep the best cell F1; the pooled DSC of that epoch is beside it.
+        let best = match summary.best_val_cell_f1 {
+            Some(f1) => format!("best val cell F1 {f1:.4} (DSC {d:.4})"),
+            None => format!("best val DSC {d:.4}"),
+        };
         r.log(&format!(
-            "best val DSC {d:.4} at epoch {e}; checkpoints in {}",
+            "{best} at epoch {e}; checkpoints in {}",
             a.out.display()
         ));
     }
