@@ -38,27 +38,71 @@ fn geometry() -> Geometry {
     );
 }
 
-// x[b, ci, oy * stride + ky - pad, ox * stride + kx - pad], zero outside the image; the tap
-// t = ky * K + kx, the output pixel p = oy * out_width + ox.
-fn tap(g: Geometry, b: u32, ci: u32, t: u32, p: u32) -> f32 {
-    let oy = p / g.out_width;
-    let ox = p - oy * g.out_width;
+// A row r = ci * K * K + ky * K + kx of the column matrix, kept as its parts: stepping through
+// rows (row_add) then needs no division in the kernels' loops.
+struct Row {
+    ci: u32,
+    ky: u32,
+    kx: u32,
+}
+
+fn row_of(g: Geometry, r: u32) -> Row {
+    let taps = g.k * g.k;
+    let ci = r / taps;
+    let t = r - ci * taps;
     let ky = t / g.k;
-    let kx = t - ky * g.k;
-    let iy = i32(oy * g.stride + ky) - i32(g.pad);
-    let ix = i32(ox * g.stride + kx) - i32(g.pad);
+    return Row(ci, ky, t - ky * g.k);
+}
+
+// The row a + d (d from row_of; every part of a and d is below its modulus).
+fn row_add(g: Geometry, a: Row, d: Row) -> Row {
+    var r = Row(a.ci + d.ci, a.ky + d.ky, a.kx + d.kx);
+    if (r.kx >= g.k) {
+        r.kx -= g.k;
+        r.ky += 1u;
+    }
+    if (r.ky >= g.k) {
+        r.ky -= g.k;
+        r.ci += 1u;
+    }
+    return r;
+}
+
+// An (image, output pixel) pair q = (b * Ho + oy) * Wo + ox, kept as its parts like Row.
+struct Pair {
+    b: u32,
+    oy: u32,
+    ox: u32,
+}
+
+fn pair_of(g: Geometry, q: u32) -> Pair {
+    let pixels = g.out_height * g.out_width;
+    let b = q / pixels;
+    let p = q - b * pixels;
+    let oy = p / g.out_width;
+    return Pair(b, oy, p - oy * g.out_width);
+}
+
+fn pair_add(g: Geometry, a: Pair, d: Pair) -> Pair {
+    var q = Pair(a.b + d.b, a.oy + d.oy, a.ox + d.ox);
+    if (q.ox >= g.out_width) {
+        q.ox -= g.out_width;
+        q.oy += 1u;
+    }
+    if (q.oy >= g.out_height) {
+        q.oy -= g.out_height;
+        q.b += 1u;
+    }
+    return q;
+}
+
+// x[b, ci, oy * stride + ky - pad, ox * stride + kx - pad], zero outside the image: row `row`
+// of image b's column matrix at output pixel (oy, ox). The caller keeps ci below Cin.
+fn column(g: Geometry, b: u32, row: Row, oy: u32, ox: u32) -> f32 {
+    let iy = i32(oy * g.stride + row.ky) - i32(g.pad);
+    let ix = i32(ox * g.stride + row.kx) - i32(g.pad);
     if (iy < 0 || ix < 0 || iy >= i32(g.height) || ix >= i32(g.width)) {
         return 0.0;
     }
-    return x[((b * g.cin + ci) * g.height + u32(iy)) * g.width + u32(ix)];
-}
-
-// Row r = ci * K * K + t of the column matrix of image b at output pixel p (zero past the ends).
-fn column(g: Geometry, b: u32, r: u32, p: u32) -> f32 {
-    let taps = g.k * g.k;
-    if (r >= g.cin * taps || p >= g.out_height * g.out_width) {
-        return 0.0;
-    }
-    let ci = r / taps;
-    return tap(g, b, ci, r - ci * taps, p);
+    return x[((b * g.cin + row.ci) * g.height + u32(iy)) * g.width + u32(ix)];
 }

@@ -34,13 +34,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var t = 0u; t < MAX_TAPS; t++) {
         acc[t] = 0.0;
     }
+    // The pair moves by WG per pass, kept as its parts (no division in the loop).
+    let advance = pair_of(g, WG);
+    var at = pair_of(g, first + lid);
     for (var pair = first + lid; pair < last; pair += WG) {
-        let b = pair / pixels;
-        let p = pair - b * pixels;
-        let d = dy[(b * g.cout + co) * pixels + p];
-        for (var t = 0u; t < taps; t++) {
-            acc[t] += d * tap(g, b, ci, t, p);
+        let d = dy[(at.b * g.cout + co) * pixels + at.oy * g.out_width + at.ox];
+        for (var ky = 0u; ky < g.k; ky++) {
+            for (var kx = 0u; kx < g.k; kx++) {
+                acc[ky * g.k + kx] += d * column(g, at.b, Row(ci, ky, kx), at.oy, at.ox);
+            }
         }
+        at = pair_add(g, at, advance);
     }
     for (var t = 0u; t < MAX_TAPS; t++) {
         sums[lid] = acc[t];

@@ -41,6 +41,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let steps = workgroupUniformLoad(&wg_steps);
 
+    // Loads: this invocation brings weights (channel co0 + lid / 16 + 16 q, row lid % 16) and
+    // column entries (row lid / 64 + 4 q, pixel p0 + lid % 64) for q = 0..3 into each step's
+    // tiles. Its pixel stays the same in every step and its rows move by TK: both are split
+    // into their parts once, so the loop does no division.
+    let n = lid % TN;
+    let p = p0 + n;
+    let p_ok = p < pixels;
+    let oy = p / g.out_width;
+    let ox = p - oy * g.out_width;
+    let advance = row_of(g, TK);
+    var row: array<Row, 4>;
+    for (var q = 0u; q < 4u; q++) {
+        row[q] = row_of(g, lid / TN + 4u * q);
+    }
+    let kw = lid % TK;
+
     var acc: array<vec4<f32>, 4>;  // acc[j][i]: channel co0 + 4 ty + i, pixel p0 + tx + 16 j
     for (var j = 0u; j < 4u; j++) {
         acc[j] = vec4<f32>(0.0);
@@ -48,17 +64,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var s = 0u; s < steps; s++) {
         let r0 = s * TK;
         for (var q = 0u; q < 4u; q++) {
-            let e = lid + q * WG;
-            let m = e / TK;
-            let kw = e - m * TK;
+            let m = lid / TK + 16u * q;
             var v = 0.0;
             if (co0 + m < g.cout && r0 + kw < rows) {
                 v = w[(co0 + m) * rows + r0 + kw];
             }
             tile_w[kw * TM + m] = v;
-            let kx = e / TN;
-            let n = e - kx * TN;
-            tile_x[kx * TN + n] = column(g, b, r0 + kx, p0 + n);
+            var c = 0.0;
+            if (p_ok && row[q].ci < g.cin) {
+                c = column(g, b, row[q], oy, ox);
+            }
+            tile_x[(lid / TN + 4u * q) * TN + n] = c;
+            row[q] = row_add(g, row[q], advance);
         }
         workgroupBarrier();
         for (var k = 0u; k < TK; k++) {
@@ -78,9 +95,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let co = co0 + 4u * ty + i;
         if (co < g.cout) {
             for (var j = 0u; j < 4u; j++) {
-                let p = p0 + tx + 16u * j;
-                if (p < pixels) {
-                    out[(b * g.cout + co) * pixels + p] = acc[j][i] + bias[co];
+                let pj = p0 + tx + 16u * j;
+                if (pj < pixels) {
+                    out[(b * g.cout + co) * pixels + pj] = acc[j][i] + bias[co];
                 }
             }
         }

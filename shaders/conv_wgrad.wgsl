@@ -39,40 +39,50 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let steps = workgroupUniformLoad(&wg_steps);
 
+    // Loads: this invocation brings dy (channel co0 + lid / 16 + 16 q) and column entries (row
+    // r0 + lid / 16 + 16 q) at pair first + s TK + lid % 16 for q = 0..3. Its channels and rows
+    // stay the same in every step and its pair moves by TK: each is split into its parts once.
+    let k = lid % TK;
+    var row: array<Row, 4>;
+    for (var q = 0u; q < 4u; q++) {
+        row[q] = row_of(g, r0 + lid / TK + 16u * q);
+    }
+    let advance = pair_of(g, TK);
+    var at = pair_of(g, first + k);
+
     var acc: array<vec4<f32>, 4>;  // acc[j][i]: channel co0 + 4 ty + i, row r0 + tx + 16 j
     for (var j = 0u; j < 4u; j++) {
         acc[j] = vec4<f32>(0.0);
     }
     for (var s = 0u; s < steps; s++) {
-        let q0 = first + s * TK;
+        let pair_ok = first + s * TK + k < last;
+        let p = at.oy * g.out_width + at.ox;
         for (var q = 0u; q < 4u; q++) {
-            let e = lid + q * WG;
-            let m = e / TK;
-            let k = e - m * TK;
-            let pair = q0 + k;
+            let m = lid / TK + 16u * q;
             var d = 0.0;
             var c = 0.0;
-            if (pair < last) {
-                let b = pair / pixels;
-                let p = pair - b * pixels;
+            if (pair_ok) {
                 if (co0 + m < g.cout) {
-                    d = dy[(b * g.cout + co0 + m) * pixels + p];
+                    d = dy[(at.b * g.cout + co0 + m) * pixels + p];
                 }
-                c = column(g, b, r0 + m, p);
+                if (row[q].ci < g.cin) {
+                    c = column(g, at.b, row[q], at.oy, at.ox);
+                }
             }
             tile_dy[k * TM + m] = d;
             tile_x[k * TN + m] = c;
         }
+        at = pair_add(g, at, advance);
         workgroupBarrier();
-        for (var k = 0u; k < TK; k++) {
+        for (var kk = 0u; kk < TK; kk++) {
             let a = vec4<f32>(
-                tile_dy[k * TM + 4u * ty],
-                tile_dy[k * TM + 4u * ty + 1u],
-                tile_dy[k * TM + 4u * ty + 2u],
-                tile_dy[k * TM + 4u * ty + 3u],
+                tile_dy[kk * TM + 4u * ty],
+                tile_dy[kk * TM + 4u * ty + 1u],
+                tile_dy[kk * TM + 4u * ty + 2u],
+                tile_dy[kk * TM + 4u * ty + 3u],
             );
             for (var j = 0u; j < 4u; j++) {
-                acc[j] += a * tile_x[k * TN + tx + 16u * j];
+                acc[j] += a * tile_x[kk * TN + tx + 16u * j];
             }
         }
         workgroupBarrier();

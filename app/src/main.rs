@@ -181,6 +181,22 @@ enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The networks' convolution layers (USEMA's 3×3, the depthwise ones, RFAConv's, the 1×1),
+    /// forward and forward + backward, with our WGSL kernels and with burn's own convolution.
+    Conv {
+        /// Batch size.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Timed runs per measurement (the mean is reported).
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        /// Leave out burn's convolution (its weight gradients are slow on large layers).
+        #[arg(long)]
+        no_burn: bool,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Selective scan at SA-UMamba's stage shapes vs a device-to-device copy and the CUDA kernel.
     Scan {
         /// Batch size (BASELINE.md uses 16).
@@ -356,6 +372,18 @@ fn bench_model(
 ) -> Result<(), String> {
     let ctx = gpu()?;
     let result = medseg_model::bench::bench_model(&ctx, models, size, iters)?;
+    print!("{}", result.table());
+    write_json(json, &result)
+}
+
+fn bench_conv(
+    batch: usize,
+    iters: usize,
+    with_burn: bool,
+    json: Option<&PathBuf>,
+) -> Result<(), String> {
+    let ctx = gpu()?;
+    let result = medseg_model::bench::bench_conv(&ctx, batch.max(1), iters.max(1), with_burn)?;
     print!("{}", result.table());
     write_json(json, &result)
 }
@@ -670,6 +698,15 @@ fn main() -> ExitCode {
                     json,
                 },
         } => bench_model(models, *size, *iters, json.as_ref()).map(|_| true),
+        Command::Bench {
+            what:
+                BenchCommand::Conv {
+                    batch,
+                    iters,
+                    no_burn,
+                    json,
+                },
+        } => bench_conv(*batch, *iters, !*no_burn, json.as_ref()).map(|_| true),
         Command::ProbeStep {
             model,
             config,

@@ -439,3 +439,158 @@ impl ModelBench {
         s
     }
 }
+
+/// One convolution layer of the networks, timed with our kernels and with burn's.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvBenchRow {
+    pub layer: String,
+    pub batch: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub size: usize,
+    pub k: usize,
+    pub groups: usize,
+    /// Forward multiply-adds × 2, in GFLOP (a forward + backward step is about 3×).
+    pub fwd_gflop: f64,
+    /// "dense" / "depthwise" (our kernels) or "burn" (shapes ours do not take).
+    pub route: String,
+    pub ours_fwd_ms: f64,
+    pub ours_fwd_bwd_ms: f64,
+    pub ours_fwd_bwd_tflop_s: f64,
+    /// burn's own convolution on the same inputs (None when not asked for).
+    pub burn_fwd_ms: Option<f64>,
+    pub burn_fwd_bwd_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvBench {
+    pub adapter: String,
+    pub backend: String,
+    pub driver: String,
+    pub iterations: usize,
+    pub rows: Vec<ConvBenchRow>,
+}
+
+/// The convolution layers the benchmark times: (name, Cin, Cout, side, K, groups).
+pub const CONV_LAYERS: [(&str, usize, usize, usize, usize, usize); 11] = [
+    ("USEMA 3×3 stage 1", 32, 32, 256, 3, 1),
+    ("USEMA 3×3 decoder 1 (after the skip)", 64, 32, 256, 3, 1),
+    ("USEMA 3×3 stage 2", 64, 64, 128, 3, 1),
+    ("USEMA 3×3 stage 3", 128, 128, 64, 3, 1),
+    ("USEMA 3×3 stage 4", 256, 256, 32, 3, 1),
+    ("USEMA 3×3 stage 5", 512, 512, 16, 3, 1),
+    ("USEMA depthwise 3×3 stage 1", 32, 32, 256, 3, 32),
+    ("SS2D depthwise 3×3 stage 1 (E = 192)", 192, 192, 64, 3, 192),
+    ("RFAConv features 3×3 ×9 stage 1", 96, 864, 64, 3, 96),
+    ("RFAConv 1×1 stage 1", 864, 96, 64, 1, 1),
+    ("VM-UNet last 1×1", 24, 1, 256, 1, 1),
+];
+
+/// Forward and forward + backward of each of [`CONV_LAYERS`] at `batch`, with our kernels
+/// (`ops::conv::conv2d`) and, when `with_burn`, with burn's `conv2d` on the same inputs.
+pub fn bench_conv(
+    ctx: &GpuContext,
+    batch: usize,
+    iters: usize,
+    with_burn: bool,
+) -> Result<ConvBench, String> {
+    use crate::ops::conv::{conv2d, route, ConvRoute};
+    use burn::tensor::ops::ConvOptions;
+    type Conv = fn(Tensor<4>, Tensor<4>, Option<Tensor<1>>, ConvOptions<2>) -> Tensor<4>;
+    let ad = ctx.device.clone().autodiff();
+    let mut rows = Vec::new();
+    for (name, cin, cout, size, k, groups) in CONV_LAYERS {
+        let options = ConvOptions::new([1, 1], [k / 2; 2], [1, 1], groups);
+        let x = Tensor::<4>::random([batch, cin, size, size], Distribution::Default, &ad);
+        let w = Tensor::<4>::random([cout, cin / groups, k, k], Distribution::Default, &ad);
+        let b = Tensor::<1>::random([cout], Distribution::Default, &ad);
+        let dy = Tensor::<4>::random([batch, cout, size, size], Distribution::Default, &ad);
+        let time = |conv: Conv| -> Result<(f64, f64), String> {
+            let fwd = time_ms(ctx, iters, || {
+                let _ = conv(x.clone(), w.clone(), Some(b.clone()), options.clone());
+            })?;
+            let (x, w, b) = (
+                x.clone().require_grad(),
+                w.clone().require_grad(),
+                b.clone().require_grad(),
+            );
+            let fwd_bwd = time_ms(ctx, iters, || {
+                let y = conv(x.clone(), w.clone(), Some(b.clone()), options.clone());
+                let grads = (y * dy.clone()).sum().backward();
+                let _ = (x.grad(&grads), w.grad(&grads), b.grad(&grads));
+            })?;
+            Ok((fwd, fwd_bwd))
+        };
+        let (ours_fwd_ms, ours_fwd_bwd_ms) = time(conv2d)?;
+        let (burn_fwd_ms, burn_fwd_bwd_ms) = if with_burn {
+            let (f, fb) = time(burn::tensor::module::conv2d)?;
+            (Some(f), Some(fb))
+        } else {
+            (None, None)
+        };
+        let fwd_gflop = 2.0 * (batch * cout * size * size * (cin / groups) * k * k) as f64 / 1e9;
+        let r = match route(
+            &[batch, cin, size, size],
+            &[cout, cin / groups, k, k],
+            &options,
+        ) {
+            ConvRoute::Dense(_) => "dense",
+            ConvRoute::Depthwise(_) => "depthwise",
+            ConvRoute::Burn => "burn",
+        };
+        rows.push(ConvBenchRow {
+            layer: name.to_string(),
+            batch,
+            cin,
+            cout,
+            size,
+            k,
+            groups,
+            fwd_gflop,
+            route: r.to_string(),
+            ours_fwd_ms,
+            ours_fwd_bwd_ms,
+            ours_fwd_bwd_tflop_s: 3.0 * fwd_gflop / ours_fwd_bwd_ms,
+            burn_fwd_ms,
+            burn_fwd_bwd_ms,
+        });
+    }
+    Ok(ConvBench {
+        adapter: ctx.adapter.name.clone(),
+        backend: ctx.adapter.backend.clone(),
+        driver: format!("{} {}", ctx.adapter.driver, ctx.adapter.driver_info),
+        iterations: iters,
+        rows,
+    })
+}
+
+impl ConvBench {
+    /// A Markdown table.
+    pub fn table(&self) -> String {
+        let ms = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.2}"));
+        let mut s = format!(
+            "adapter: {} ({}, {}); mean of {} runs after one\n\n| layer | B, Cin→Cout, side, K, groups | GFLOP fwd | route | ours fwd ms | ours fwd+bwd ms | TFLOP/s fwd+bwd | burn fwd ms | burn fwd+bwd ms |\n|---|---|---|---|---|---|---|---|---|\n",
+            self.adapter, self.backend, self.driver, self.iterations
+        );
+        for r in &self.rows {
+            s += &format!(
+                "| {} | {}, {}→{}, {}², {}, {} | {:.2} | {} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
+                r.layer,
+                r.batch,
+                r.cin,
+                r.cout,
+                r.size,
+                r.k,
+                r.groups,
+                r.fwd_gflop,
+                r.route,
+                r.ours_fwd_ms,
+                r.ours_fwd_bwd_ms,
+                r.ours_fwd_bwd_tflop_s,
+                ms(r.burn_fwd_ms),
+                ms(r.burn_fwd_bwd_ms)
+            );
+        }
+        s
+    }
+}
