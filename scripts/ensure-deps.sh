@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what medseg's build and tests need on a fresh Debian machine, when missing:
 # Mesa's software Vulkan (lavapipe) so the GPU code has an adapter without a GPU, Xvfb and the
-# X libraries for the app's real-window test, the
+# X libraries for the app's real-window test, Chromium for the browser check of the kernels, the
 # wasm32 target for the browser build's check, and cargo-fuzz for the fuzzing smoke run.
 # Safe to run repeatedly.
 set -euo pipefail
@@ -20,8 +20,10 @@ for lib in libxkbcommon-x11.so.0:libxkbcommon-x11-0 libXcursor.so.1:libxcursor1 
            libXrandr.so.2:libxrandr2 libXi.so.6:libxi6 libX11-xcb.so.1:libx11-xcb1; do
     ldconfig -p 2>/dev/null | grep -q "${lib%%:*}" || need_apt+=("${lib##*:}")
 done
+# The browser check of the WGSL kernels (tests/gpu/browser.rs): Debian's Chromium.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium fonts-dejavu-core)
 if [ ${#need_apt[@]} -gt 0 ]; then
-    echo "installing ${need_apt[*]} (Vulkan loader, Mesa lavapipe, Xvfb and X client libraries)"
+    echo "installing ${need_apt[*]} (Vulkan loader, Mesa lavapipe, Xvfb, X client libraries, Chromium)"
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq

@@ -53,7 +53,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         dvj[i] = 0.0;
     }
 
-    let n_tiles = (win.count + TILE - 1u) / TILE;
+    let n_tiles = uniform_tile_count(win, lid);
     for (var qt = 0u; qt < n_tiles; qt++) {
         let first = qt * TILE;
         let rows = min(TILE, win.count - first);

@@ -51,7 +51,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         dq[i] = 0.0;
     }
 
-    let n_tiles = (win.count + TILE - 1u) / TILE;
+    let n_tiles = uniform_tile_count(win, lid);
     for (var kt = 0u; kt < n_tiles; kt++) {
         let first = kt * TILE;
         let rows = min(TILE, win.count - first);

@@ -105,6 +105,17 @@ fn load_rotated(base: u32, h: u32, rc: vec2<u32>, scale: f32) -> array<f32, D> {
 // the forward and query kernels, queries and output gradients in the key kernel.
 var<workgroup> tile_a: array<f32, 1024>;
 var<workgroup> tile_b: array<f32, 1024>;
+var<workgroup> wg_tile_count: u32;
+
+// The number of TILE-row tiles of a window, as a workgroup-uniform value: the tile loops hold
+// barriers, and WGSL's uniformity rules treat anything read from a storage buffer (the window
+// geometry comes from params) as non-uniform. Call from uniform control flow.
+fn uniform_tile_count(win: Window, lid: u32) -> u32 {
+    if (lid == 0u) {
+        wg_tile_count = (win.count + TILE - 1u) / TILE;
+    }
+    return workgroupUniformLoad(&wg_tile_count);
+}
 
 // Tokens first .. first + rows of window `win`, head h, batch b: RoPE-rotated keys into tile_a
 // and values into tile_b, one channel pair per step of each invocation.
