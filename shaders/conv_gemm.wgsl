@@ -16,15 +16,7 @@
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
 // @append conv_common.wgsl
-
-const TM: u32 = 64u;   // output channels per tile
-const TN: u32 = 64u;   // output pixels per tile
-const TK: u32 = 16u;   // reduction rows per step
-const WG: u32 = 256u;
-
-var<workgroup> tile_w: array<f32, 1024>;  // [k][m], TK x TM
-var<workgroup> tile_x: array<f32, 1024>;  // [k][n], TK x TN
-var<workgroup> wg_steps: u32;
+// @append conv_tiles.wgsl
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -36,10 +28,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let ty = lid / 16u;
     let rows = g.cin * g.k * g.k;
     let pixels = g.out_height * g.out_width;
-    if (lid == 0u) {
-        wg_steps = (rows + TK - 1u) / TK;
-    }
-    let steps = workgroupUniformLoad(&wg_steps);
+    let steps = uniform_steps(rows, lid);
 
     // Loads: this invocation brings weights (channel co0 + lid / 16 + 16 q, row lid % 16) and
     // column entries (row lid / 64 + 4 q, pixel p0 + lid % 64) for q = 0..3 into each step's
@@ -69,26 +58,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             if (co0 + m < g.cout && r0 + kw < rows) {
                 v = w[(co0 + m) * rows + r0 + kw];
             }
-            tile_w[kw * TM + m] = v;
+            tile_a[kw * TM + m] = v;
             var c = 0.0;
             if (p_ok && row[q].ci < g.cin) {
                 c = column(g, b, row[q], oy, ox);
             }
-            tile_x[(lid / TN + 4u * q) * TN + n] = c;
+            tile_b[(lid / TN + 4u * q) * TN + n] = c;
             row[q] = row_add(g, row[q], advance);
         }
         workgroupBarrier();
-        for (var k = 0u; k < TK; k++) {
-            let a = vec4<f32>(
-                tile_w[k * TM + 4u * ty],
-                tile_w[k * TM + 4u * ty + 1u],
-                tile_w[k * TM + 4u * ty + 2u],
-                tile_w[k * TM + 4u * ty + 3u],
-            );
-            for (var j = 0u; j < 4u; j++) {
-                acc[j] += a * tile_x[k * TN + tx + 16u * j];
-            }
-        }
+        multiply_tiles(&acc, tx, ty);
         workgroupBarrier();
     }
     for (var i = 0u; i < 4u; i++) {

@@ -12,15 +12,7 @@
 @group(0) @binding(3) var<storage, read_write> partial: array<f32>;
 
 // @append conv_common.wgsl
-
-const TM: u32 = 64u;   // output channels per tile
-const TN: u32 = 64u;   // reduction rows (weights) per tile
-const TK: u32 = 16u;   // pairs per step
-const WG: u32 = 256u;
-
-var<workgroup> tile_dy: array<f32, 1024>;  // [k][m]
-var<workgroup> tile_x: array<f32, 1024>;   // [k][n]
-var<workgroup> wg_steps: u32;
+// @append conv_tiles.wgsl
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -34,10 +26,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let pairs = g.batch * pixels;
     let first = wid.x * params[P_CHUNK];
     let last = min(first + params[P_CHUNK], pairs);
-    if (lid == 0u) {
-        wg_steps = (last - first + TK - 1u) / TK;
-    }
-    let steps = workgroupUniformLoad(&wg_steps);
+    let steps = uniform_steps(last - first, lid);
 
     // Loads: this invocation brings dy (channel co0 + lid / 16 + 16 q) and column entries (row
     // r0 + lid / 16 + 16 q) at pair first + s TK + lid % 16 for q = 0..3. Its channels and rows
@@ -69,22 +58,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                     c = column(g, at.b, row[q], at.oy, at.ox);
                 }
             }
-            tile_dy[k * TM + m] = d;
-            tile_x[k * TN + m] = c;
+            tile_a[k * TM + m] = d;
+            tile_b[k * TN + m] = c;
         }
         at = pair_add(g, at, advance);
         workgroupBarrier();
-        for (var kk = 0u; kk < TK; kk++) {
-            let a = vec4<f32>(
-                tile_dy[kk * TM + 4u * ty],
-                tile_dy[kk * TM + 4u * ty + 1u],
-                tile_dy[kk * TM + 4u * ty + 2u],
-                tile_dy[kk * TM + 4u * ty + 3u],
-            );
-            for (var j = 0u; j < 4u; j++) {
-                acc[j] += a * tile_x[kk * TN + tx + 16u * j];
-            }
-        }
+        multiply_tiles(&acc, tx, ty);
         workgroupBarrier();
     }
     for (var i = 0u; i < 4u; i++) {

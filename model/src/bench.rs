@@ -494,9 +494,8 @@ pub fn bench_conv(
     iters: usize,
     with_burn: bool,
 ) -> Result<ConvBench, String> {
-    use crate::ops::conv::{conv2d, route, ConvRoute};
+    use crate::ops::conv::{conv2d_with, route, ConvImpl, ConvRoute};
     use burn::tensor::ops::ConvOptions;
-    type Conv = fn(Tensor<4>, Tensor<4>, Option<Tensor<1>>, ConvOptions<2>) -> Tensor<4>;
     let ad = ctx.device.clone().autodiff();
     let mut rows = Vec::new();
     for (name, cin, cout, size, k, groups) in CONV_LAYERS {
@@ -505,9 +504,10 @@ pub fn bench_conv(
         let w = Tensor::<4>::random([cout, cin / groups, k, k], Distribution::Default, &ad);
         let b = Tensor::<1>::random([cout], Distribution::Default, &ad);
         let dy = Tensor::<4>::random([batch, cout, size, size], Distribution::Default, &ad);
-        let time = |conv: Conv| -> Result<(f64, f64), String> {
+        let time = |which: ConvImpl| -> Result<(f64, f64), String> {
+            let conv = |x, w, b| conv2d_with(x, w, Some(b), options.clone(), which);
             let fwd = time_ms(ctx, iters, || {
-                let _ = conv(x.clone(), w.clone(), Some(b.clone()), options.clone());
+                let _ = conv(x.clone(), w.clone(), b.clone());
             })?;
             let (x, w, b) = (
                 x.clone().require_grad(),
@@ -515,15 +515,15 @@ pub fn bench_conv(
                 b.clone().require_grad(),
             );
             let fwd_bwd = time_ms(ctx, iters, || {
-                let y = conv(x.clone(), w.clone(), Some(b.clone()), options.clone());
+                let y = conv(x.clone(), w.clone(), b.clone());
                 let grads = (y * dy.clone()).sum().backward();
                 let _ = (x.grad(&grads), w.grad(&grads), b.grad(&grads));
             })?;
             Ok((fwd, fwd_bwd))
         };
-        let (ours_fwd_ms, ours_fwd_bwd_ms) = time(conv2d)?;
+        let (ours_fwd_ms, ours_fwd_bwd_ms) = time(ConvImpl::Ours)?;
         let (burn_fwd_ms, burn_fwd_bwd_ms) = if with_burn {
-            let (f, fb) = time(burn::tensor::module::conv2d)?;
+            let (f, fb) = time(ConvImpl::Burn)?;
             (Some(f), Some(fb))
         } else {
             (None, None)

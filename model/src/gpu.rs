@@ -335,6 +335,7 @@ impl GpuContext {
                     message: e.to_string(),
                 })?;
         set_binding_limit(limits.max_storage_buffer_binding_size);
+        SOFTWARE.store(summary.is_software(), std::sync::atomic::Ordering::Relaxed);
         Ok(Self {
             device: burn_device,
             adapter: summary,
@@ -395,6 +396,13 @@ static BINDING_LIMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU6
 
 fn set_binding_limit(bytes: u64) {
     BINDING_LIMIT.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+static SOFTWARE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the last device created runs on a CPU (lavapipe, WARP) rather than a GPU.
+pub fn on_software_adapter() -> bool {
+    SOFTWARE.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The text a caught panic carried: the GPU runtime reports out-of-memory and device loss by

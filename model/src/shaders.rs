@@ -36,6 +36,7 @@ pub const RFA_COMMON: ShaderFile = shader!("rfa_common.wgsl");
 pub const RFA_ATTENTION: ShaderFile = shader!("rfa_attention.wgsl");
 pub const RFA_ATTENTION_BACKWARD: ShaderFile = shader!("rfa_attention_backward.wgsl");
 pub const CONV_COMMON: ShaderFile = shader!("conv_common.wgsl");
+pub const CONV_TILES: ShaderFile = shader!("conv_tiles.wgsl");
 pub const CONV_GEMM: ShaderFile = shader!("conv_gemm.wgsl");
 pub const CONV_WGRAD: ShaderFile = shader!("conv_wgrad.wgsl");
 pub const CONV_DEPTHWISE_WGRAD: ShaderFile = shader!("conv_depthwise_wgrad.wgsl");
@@ -58,6 +59,7 @@ pub const ALL: &[ShaderFile] = &[
     RFA_ATTENTION,
     RFA_ATTENTION_BACKWARD,
     CONV_COMMON,
+    CONV_TILES,
     CONV_GEMM,
     CONV_WGRAD,
     CONV_DEPTHWISE_WGRAD,

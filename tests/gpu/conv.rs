@@ -1,12 +1,13 @@
 //! The convolution kernels (`ops::conv`) on the GPU vs their f64 CPU twin, forward and all
-//! three gradients through burn's autodiff, on shapes that cross every tile and split edge;
-//! and the same layers through burn's own convolution, which must agree with both.
+//! three gradients through burn's autodiff, on shapes that cross every tile and split edge
+//! (ours on every adapter, lavapipe included, whatever `ConvImpl::Auto` would pick there); and
+//! the shapes ours do not take, through burn's own convolution, held to the same twin.
 
 use crate::{gpu, Lcg};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::Tensor;
 use medseg_model::fixtures::{rel_l2, tensor, values};
-use medseg_model::ops::conv::{conv2d, route, ConvRoute};
+use medseg_model::ops::conv::{conv2d_with, route, ConvImpl, ConvRoute};
 use medseg_model::reference::conv::{self as twin, ConvShape};
 
 /// Runs one convolution on the GPU (forward, then backward of Σ dout · out) and compares
@@ -28,11 +29,12 @@ fn check(s: ConvShape, with_bias: bool, ours: bool, seed: u64) {
     let x_t: Tensor<4> = tensor(x.clone(), xd, &ad).require_grad();
     let w_t: Tensor<4> = tensor(w.clone(), wd, &ad).require_grad();
     let b_t: Tensor<1> = tensor(bias.clone(), [s.cout], &ad).require_grad();
-    let out = conv2d(
+    let out = conv2d_with(
         x_t.clone(),
         w_t.clone(),
         with_bias.then(|| b_t.clone()),
         options,
+        ConvImpl::Ours,
     );
     let grads = (out.clone() * tensor(dout.clone(), od, &ad))
         .sum()

@@ -144,7 +144,9 @@ fn every_kernel_fits_webgpu_default_storage_buffer_limit() {
             .iter()
             .filter(|(_, g)| matches!(g.space, naga::AddressSpace::Storage { .. }))
             .count();
-        assert!(storage > 0, "{}: no buffers", file.name);
+        // Kernels bind buffers; a helper may hold only code (conv_tiles.wgsl).
+        let kernel = file.source.contains("@compute");
+        assert!(storage > 0 || !kernel, "{}: no buffers", file.name);
         if storage > 8 {
             over.push(format!("{}: {storage} storage buffers", file.name));
         }

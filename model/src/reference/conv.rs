@@ -210,9 +210,9 @@ mod tests {
             let g = fd(&w, i, &|v| loss(&x, v, &bias));
             assert!((g - dw[i]).abs() < 1e-6, "dw[{i}] {} vs {g}", dw[i]);
         }
-        for i in 0..s.cout {
+        for (i, d) in db.iter().enumerate() {
             let g = fd(&bias, i, &|v| loss(&x, &w, v));
-            assert!((g - db[i]).abs() < 1e-6, "db[{i}] {} vs {g}", db[i]);
+            assert!((g - d).abs() < 1e-6, "db[{i}] {d} vs {g}");
         }
     }
 }

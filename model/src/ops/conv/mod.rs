@@ -5,7 +5,8 @@
 //! input gradient are burn's depthwise routine). burn's own kernels for these cases have no fast
 //! path on WGSL: its weight gradient in particular runs as a direct convolution whose kernel is
 //! the whole image, with one invocation per weight. [`conv2d`] picks ours where they apply and
-//! burn's otherwise; `MEDSEG_CONV=burn` sends every convolution to burn's, for comparing the two.
+//! burn's otherwise (and on CPU adapters, [`ConvImpl`]); `MEDSEG_CONV=burn` sends every
+//! convolution to burn's, for comparing the two, `MEDSEG_CONV=ours` takes ours on CPUs too.
 //! The CPU twin is `reference::conv`.
 
 use crate::ops::launch::{empty, expect_len, launch};
@@ -276,44 +277,15 @@ fn sum_splits<B: Backend>(partial: FloatTensor<B>, dims: Vec<usize>) -> FloatTen
     B::float_reshape(B::float_sum_dim(partial, 0), Shape::from(dims))
 }
 
+/// The backward pass of either op: the bias gradient is the same, the weight and input
+/// gradients differ by kind.
 #[derive(Debug)]
-struct DenseBackward;
-
-impl<B: Backend + ConvKernels> Backward<B, 3> for DenseBackward {
-    type State = ConvState<B>;
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let dy = grads.consume::<B>(&ops.node);
-        let ConvState { x, weight, geom: g } = ops.state;
-        let [px, pw, pb] = ops.parents;
-        if let Some(node) = pb {
-            grads.register::<B>(node.id, bias_grad::<B>(dy.clone(), &g));
-        }
-        if let Some(node) = pw {
-            let partial = B::conv_wgrad(x, dy.clone(), g);
-            grads.register::<B>(
-                node.id,
-                sum_splits::<B>(partial, vec![g.cout, g.cin, g.k, g.k]),
-            );
-        }
-        if let Some(node) = px {
-            // (Cout, Cin, K, K) → (Cin, Cout, K, K), flipped in both spatial axes.
-            let flipped = B::float_flip(B::float_swap_dims(weight, 0, 1), &[2, 3]);
-            let zero = B::float_zeros(Shape::from(vec![g.cin]), &dy.device(), FloatDType::F32);
-            grads.register::<B>(node.id, B::conv_gemm(dy, flipped, zero, g.transposed()));
-        }
-    }
+enum ConvBackward {
+    Dense,
+    Depthwise,
 }
 
-#[derive(Debug)]
-struct DepthwiseBackward;
-
-impl<B: Backend + ConvKernels> Backward<B, 3> for DepthwiseBackward {
+impl<B: Backend + ConvKernels> Backward<B, 3> for ConvBackward {
     type State = ConvState<B>;
 
     fn backward(
@@ -329,35 +301,54 @@ impl<B: Backend + ConvKernels> Backward<B, 3> for DepthwiseBackward {
             grads.register::<B>(node.id, bias_grad::<B>(dy.clone(), &g));
         }
         if let Some(node) = pw {
-            let partial = B::conv_depthwise_wgrad(x, dy.clone(), g);
-            grads.register::<B>(node.id, sum_splits::<B>(partial, vec![g.cout, 1, g.k, g.k]));
+            let dw = match self {
+                ConvBackward::Dense => sum_splits::<B>(
+                    B::conv_wgrad(x, dy.clone(), g),
+                    vec![g.cout, g.cin, g.k, g.k],
+                ),
+                ConvBackward::Depthwise => sum_splits::<B>(
+                    B::conv_depthwise_wgrad(x, dy.clone(), g),
+                    vec![g.cout, 1, g.k, g.k],
+                ),
+            };
+            grads.register::<B>(node.id, dw);
         }
-        if let Some(node) = px {
+        let Some(node) = px else { return };
+        let flipped = B::float_flip(weight, &[2, 3]);
+        let dx = match self {
+            // (Cout, Cin, K, K) → (Cin, Cout, K, K), flipped in both spatial axes.
+            ConvBackward::Dense => {
+                let flipped = B::float_swap_dims(flipped, 0, 1);
+                let zero = B::float_zeros(Shape::from(vec![g.cin]), &dy.device(), FloatDType::F32);
+                B::conv_gemm(dy, flipped, zero, g.transposed())
+            }
             // Input channel c gathers its `multiplier` output channels, each through its own
             // flipped filter: a grouped stride-1 convolution of dy with Cin groups.
-            let m = g.cout / g.cin;
-            let flipped = B::float_flip(weight, &[2, 3]);
-            let flipped = B::float_reshape(flipped, Shape::from(vec![g.cin, m, g.k, g.k]));
-            let t = g.transposed();
-            let dx = B::conv2d(dy, flipped, None, t.options(g.cin));
-            grads.register::<B>(node.id, dx);
-        }
+            ConvBackward::Depthwise => {
+                let m = g.cout / g.cin;
+                let flipped = B::float_reshape(flipped, Shape::from(vec![g.cin, m, g.k, g.k]));
+                B::conv2d(dy, flipped, None, g.transposed().options(g.cin))
+            }
+        };
+        grads.register::<B>(node.id, dx);
     }
 }
 
+/// A forward kernel of the inner backend: (x, weight, bias, geometry) → output.
+type ForwardFn<B> = fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, ConvGeom) -> FloatTensor<B>;
+
 /// The autodiff route shared by both ops: `forward` on the inner backend, `backward` kept.
-fn tracked<B, C, K>(
-    kind: K,
+fn tracked<B, C>(
+    kind: ConvBackward,
     x: FloatTensor<Autodiff<B, C>>,
     weight: FloatTensor<Autodiff<B, C>>,
     bias: FloatTensor<Autodiff<B, C>>,
     geom: ConvGeom,
-    forward: fn(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, ConvGeom) -> FloatTensor<B>,
+    forward: ForwardFn<B>,
 ) -> FloatTensor<Autodiff<B, C>>
 where
     B: Backend + ConvKernels,
     C: CheckpointStrategy,
-    K: Backward<B, 3, State = ConvState<B>>,
 {
     let nodes = [x.node(), weight.node(), bias.node()];
     let (x, weight, bias) = (
@@ -381,7 +372,7 @@ impl<B: Backend + ConvKernels + ConvOps, C: CheckpointStrategy> ConvOps for Auto
         bias: FloatTensor<Self>,
         geom: ConvGeom,
     ) -> FloatTensor<Self> {
-        tracked::<B, C, _>(DenseBackward, x, weight, bias, geom, B::conv_gemm)
+        tracked::<B, C>(ConvBackward::Dense, x, weight, bias, geom, B::conv_gemm)
     }
 
     fn conv_depthwise(
@@ -390,7 +381,14 @@ impl<B: Backend + ConvKernels + ConvOps, C: CheckpointStrategy> ConvOps for Auto
         bias: FloatTensor<Self>,
         geom: ConvGeom,
     ) -> FloatTensor<Self> {
-        tracked::<B, C, _>(DepthwiseBackward, x, weight, bias, geom, B::conv_depthwise)
+        tracked::<B, C>(
+            ConvBackward::Depthwise,
+            x,
+            weight,
+            bias,
+            geom,
+            B::conv_depthwise,
+        )
     }
 }
 
@@ -405,9 +403,34 @@ pub enum ConvRoute {
     Burn,
 }
 
-fn burn_only() -> bool {
-    static BURN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *BURN.get_or_init(|| std::env::var("MEDSEG_CONV").is_ok_and(|v| v == "burn"))
+/// Which convolution [`conv2d_with`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvImpl {
+    /// Ours where [`route`] allows, on a GPU; burn's on a CPU adapter (lavapipe), where the
+    /// GEMM tiles' padding (64 channels a tile) costs real time and burn's direct convolution
+    /// does only the needed work. `MEDSEG_CONV=burn` / `ours` forces either everywhere.
+    Auto,
+    /// Ours where [`route`] allows, on any adapter.
+    Ours,
+    /// burn's own convolution.
+    Burn,
+}
+
+impl ConvImpl {
+    fn resolve(self) -> ConvImpl {
+        static FORCED: std::sync::OnceLock<Option<ConvImpl>> = std::sync::OnceLock::new();
+        let forced = *FORCED.get_or_init(|| match std::env::var("MEDSEG_CONV").as_deref() {
+            Ok("burn") => Some(ConvImpl::Burn),
+            Ok("ours") => Some(ConvImpl::Ours),
+            _ => None,
+        });
+        match (self, forced) {
+            (ConvImpl::Auto, Some(f)) => f,
+            (ConvImpl::Auto, None) if crate::gpu::on_software_adapter() => ConvImpl::Burn,
+            (ConvImpl::Auto, None) => ConvImpl::Ours,
+            (which, _) => which,
+        }
+    }
 }
 
 /// The route [`conv2d`] takes for these shapes (ours only for f32, square filters, one
@@ -429,7 +452,7 @@ pub fn route(x: &[usize; 4], weight: &[usize; 4], options: &ConvOptions<2>) -> C
         && batch > 0
         && cin > 0
         && cout > 0;
-    if burn_only() || !shaped {
+    if !shaped {
         return ConvRoute::Burn;
     }
     let geom = ConvGeom {
@@ -462,16 +485,29 @@ pub fn route(x: &[usize; 4], weight: &[usize; 4], options: &ConvOptions<2>) -> C
     ConvRoute::Burn
 }
 
-/// burn's `conv2d` with the same arguments, on our kernels where [`route`] says so.
-/// Differentiable on an autodiff device.
+/// burn's `conv2d` with the same arguments, on our kernels where [`route`] says so and
+/// [`ConvImpl::Auto`] picks them. Differentiable on an autodiff device.
 pub fn conv2d(
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    let f32s = x.dtype() == DType::F32 && weight.dtype() == DType::F32;
-    let r = if f32s {
+    conv2d_with(x, weight, bias, options, ConvImpl::Auto)
+}
+
+/// [`conv2d`] with the implementation chosen by the caller (tests, benchmarks).
+pub fn conv2d_with(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+    which: ConvImpl,
+) -> Tensor<4> {
+    let ours = which.resolve() == ConvImpl::Ours
+        && x.dtype() == DType::F32
+        && weight.dtype() == DType::F32;
+    let r = if ours {
         route(&x.dims(), &weight.dims(), &options)
     } else {
         ConvRoute::Burn
