@@ -152,7 +152,8 @@ fn every_kernel_compiles_in_chromium_within_webgpu_default_limits() {
         return;
     };
     let page = std::fs::read(repo().join("web/shader-check.html")).expect("the check page");
-    let kernels = serde_json::to_vec(&sources()).unwrap();
+    let sources = sources();
+    let kernels = serde_json::to_vec(&sources).unwrap();
     let (tx, rx) = mpsc::channel();
     let port = serve(page, kernels, tx);
     let profile = std::env::temp_dir().join(format!("medseg-chromium-{}", std::process::id()));
@@ -175,7 +176,7 @@ fn every_kernel_compiles_in_chromium_within_webgpu_default_limits() {
     );
     eprintln!("Chromium WebGPU adapter: {}", report["adapter"]);
     let checked = report["kernels"].as_array().expect("kernels");
-    assert_eq!(checked.len(), sources().as_array().unwrap().len());
+    assert_eq!(checked.len(), sources.as_array().unwrap().len());
     let mut failures = Vec::new();
     for k in checked {
         let name = k["name"].as_str().unwrap_or("?");

@@ -8,6 +8,10 @@ use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim, ExecutionMode};
 use burn::tensor::{DType, Shape};
 
+/// Largest number of workgroups along one dispatch dimension (WebGPU's default limit); the
+/// kernels loop or split over the rest.
+pub const MAX_WORKGROUPS: usize = 65_535;
+
 /// One composed WGSL file as a CubeCL kernel, optionally with one source line replaced
 /// (a specialisation such as a head dimension; it is part of the kernel's id).
 pub struct Wgsl {

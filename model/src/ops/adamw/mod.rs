@@ -67,7 +67,7 @@ pub trait AdamwKernels: Backend {
 
 mod kernels {
     use super::{AdamwKernels, AdamwOut, AdamwStep, AdamwTensors};
-    use crate::ops::launch::{empty, expect_len, launch};
+    use crate::ops::launch::{empty, expect_len, launch, MAX_WORKGROUPS};
     use crate::shaders;
     use burn::backend::wgpu::{into_contiguous, CubeBackend};
 
@@ -83,7 +83,7 @@ mod kernels {
             let (po, mo, vo) = (empty(&p, vec![n]), empty(&p, vec![n]), empty(&p, vec![n]));
             let mut words = vec![n as u32];
             words.extend(step.words);
-            let groups = n.div_ceil(WORKGROUP).clamp(1, 65_535);
+            let groups = n.div_ceil(WORKGROUP).clamp(1, MAX_WORKGROUPS);
             launch(
                 &shaders::ADAMW,
                 WORKGROUP as u32,

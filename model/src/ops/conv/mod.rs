@@ -9,7 +9,7 @@
 //! convolution to burn's, for comparing the two, `MEDSEG_CONV=ours` takes ours on CPUs too.
 //! The CPU twin is `reference::conv`.
 
-use crate::ops::launch::{empty, expect_len, launch};
+use crate::ops::launch::{empty, expect_len, launch, MAX_WORKGROUPS};
 use crate::shaders;
 use burn::backend::autodiff::{
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -42,8 +42,6 @@ pub struct ConvGeom {
 /// Output channels and pixels of one workgroup of the GEMM kernels.
 const TILE: usize = 64;
 const WORKGROUP: u32 = 256;
-/// Largest number of workgroups along one dispatch dimension (WebGPU's default limit).
-const MAX_WORKGROUPS: usize = 65_535;
 
 impl ConvGeom {
     pub fn out_height(&self) -> usize {

@@ -5,7 +5,7 @@
 //! (B, C, H, W), alpha (9C), features and output (B, 9C, H, W) with tap k of channel c at 9c + k.
 
 use crate::error::ShapeError;
-use crate::ops::launch::{empty, expect_len, launch};
+use crate::ops::launch::{empty, expect_len, launch, MAX_WORKGROUPS};
 use crate::shaders;
 use burn::backend::autodiff::{
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
@@ -67,9 +67,6 @@ pub trait RfaOps: Backend {
     fn rfa_attention(#[extension_type] x: RfaTensors<Self>) -> FloatTensor<Self>;
 }
 
-/// Largest number of workgroups along one dispatch dimension (WebGPU's default limit); the
-/// kernels loop over the rest.
-const MAX_WORKGROUPS: usize = 65_535;
 const WORKGROUP: usize = 256;
 
 /// (B, C, P) of a pooled tensor (B, C, H, W).

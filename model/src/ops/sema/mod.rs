@@ -11,6 +11,7 @@ mod kernels;
 pub use dims::{rope_table, rope_theta, AttnDims};
 
 use crate::error::ShapeError;
+use crate::ops::launch::MAX_WORKGROUPS;
 use burn::backend::autodiff::{
     checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
     grads::Gradients,
@@ -192,9 +193,6 @@ impl<B: Backend + AttnKernels + AttnOps, C: CheckpointStrategy> AttnOps for Auto
         }
     }
 }
-
-/// Largest number of workgroups along one dispatch dimension (WebGPU's default limit).
-const MAX_WORKGROUPS: usize = 65_535;
 
 /// Windowed softmax attention of (B, N, 2C) queries|keys over (B, N, C) values on an
 /// `height` × `width` map, `heads` heads, square windows of side `window` clamped to the map
