@@ -36,6 +36,15 @@ enum Command {
     /// Show the GPU medseg would use: adapter, backend, driver and the limits that matter.
     /// Choose with MEDSEG_BACKEND (vulkan, metal, dx12, gl) and MEDSEG_ADAPTER (index or name).
     GpuInfo,
+    /// Serve the browser build (the folder `scripts/build-web.sh` writes) on 127.0.0.1, for a
+    /// browser with WebGPU on this machine; files opened in the page stay in the page.
+    ServeWeb {
+        /// The folder with index.html, medseg_web.js and medseg_web_bg.wasm.
+        dir: PathBuf,
+        /// Port on 127.0.0.1 (0: any free one).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
     /// Check our kernels and modules against the official-code fixtures in DIR
     /// (one line per file; non-zero exit when any file fails or none is checked).
     CheckFixtures {
@@ -639,6 +648,7 @@ fn main() -> ExitCode {
             title,
         } => pack_model(checkpoint, out, title).map(|_| true),
         Command::GpuInfo => gpu_info().map(|_| true),
+        Command::ServeWeb { dir, port } => serve_web(dir, *port).map(|_| true),
         Command::Models => {
             if jobs::models::BUNDLED.is_empty() {
                 println!("no model is bundled with this build; use --weights FILE");
@@ -722,4 +732,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn serve_web(dir: &Path, port: u16) -> Result<(), String> {
+    for needed in ["index.html", "medseg_web.js", "medseg_web_bg.wasm"] {
+        if !dir.join(needed).is_file() {
+            return Err(format!(
+                "{} has no {needed}: build the browser app first (bash scripts/build-web.sh {})",
+                dir.display(),
+                dir.display()
+            ));
+        }
+    }
+    let (listener, port) =
+        medseg::serve::bind(port).map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+    println!(
+        "Serving {} on http://127.0.0.1:{port}/ (a browser with WebGPU; Ctrl+C stops)",
+        dir.display()
+    );
+    let log = std::sync::Arc::new(|s: medseg::serve::Seen| {
+        eprintln!("{} {} {}", s.status, s.method, s.path)
+    });
+    medseg::serve::serve_forever(listener, dir.to_path_buf(), None, log);
+    Ok(())
 }

@@ -455,13 +455,18 @@ pub fn binding_limit() -> u64 {
     BINDING_LIMIT.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Whether tests must fail instead of skip when no adapter is found.
 /// Runs a three-position selective scan whose answer is known (B = C = 1, a strongly decaying
 /// A, D = 0, so y_t = Δ_t u_t = 30, 60, 90) on `device`: proof that our WGSL kernels compile
 /// and run there. `medseg gpu-info` reports it; the app can check a device it was handed.
+/// Waits for the GPU; in the browser use [`kernel_self_test_async`].
 pub fn kernel_self_test(device: &Device) -> Result<(), String> {
+    pollster::block_on(kernel_self_test_async(device))
+}
+
+/// [`kernel_self_test`] without blocking (the browser).
+pub async fn kernel_self_test_async(device: &Device) -> Result<(), String> {
     use crate::ops::scan::{selective_scan, ScanInput, ScanOptions, ScanOrder};
-    use crate::tensors::{tensor, values};
+    use crate::tensors::{tensor, values_async};
     let y = selective_scan(
         ScanInput {
             u: tensor(vec![1.0, 2.0, 3.0], [1, 1, 3, 1], device),
@@ -476,7 +481,7 @@ pub fn kernel_self_test(device: &Device) -> Result<(), String> {
         ScanOptions::default(),
     )
     .map_err(|e| format!("the selective-scan kernel failed: {e}"))?;
-    let y = values(y)?;
+    let y = values_async(y).await?;
     if y.len() == 3
         && y.iter()
             .zip([30.0, 60.0, 90.0])
@@ -490,6 +495,7 @@ pub fn kernel_self_test(device: &Device) -> Result<(), String> {
     }
 }
 
+/// Whether tests must fail instead of skip when no adapter is found.
 pub fn gpu_required() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty())
         || std::env::var_os("MEDSEG_REQUIRE_GPU").is_some_and(|v| !v.is_empty())

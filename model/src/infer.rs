@@ -64,6 +64,21 @@ impl Segmenter {
     }
 
     /// Class probabilities (classes × h × w) of an interleaved (h × w × channels), normalised image.
+    pub async fn predict_async(
+        &mut self,
+        image: &[f32],
+        width: usize,
+        height: usize,
+        opts: &SlidingWindow,
+        progress: Progress<'_>,
+    ) -> Result<Vec<f32>, String> {
+        predict_image(self, image, width, height, opts, progress)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// [`Segmenter::predict_async`], waiting for the GPU (not in the browser, whose main thread
+    /// cannot wait).
     pub fn predict(
         &mut self,
         image: &[f32],
@@ -72,7 +87,7 @@ impl Segmenter {
         opts: &SlidingWindow,
         progress: Progress<'_>,
     ) -> Result<Vec<f32>, String> {
-        predict_image(self, image, width, height, opts, progress).map_err(|e| e.to_string())
+        pollster::block_on(self.predict_async(image, width, height, opts, progress))
     }
 }
 
@@ -93,7 +108,7 @@ impl TileModel for Segmenter {
         self.max_batch
     }
 
-    fn predict(&mut self, tiles: &[f32], batch: usize) -> Result<Vec<f32>, String> {
+    async fn predict(&mut self, tiles: &[f32], batch: usize) -> Result<Vec<f32>, String> {
         let (c, t) = (self.net.in_channels(), self.tile);
         if tiles.len() != batch * c * t * t {
             return Err(format!(
@@ -108,21 +123,35 @@ impl TileModel for Segmenter {
             ));
         }
         let (net, device) = (&mut self.net, &self.device);
-        // The runtime reports out-of-memory and device loss by panicking; keep that a typed
-        // failure of this call (the caller retries with fewer tiles or reports it).
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let x =
-                Tensor::<4>::from_data(TensorData::new(tiles.to_vec(), [batch, c, t, t]), device);
-            net.probabilities(x)?
-                .into_data()
-                .convert::<f32>()
+        let x =
+            || Tensor::<4>::from_data(TensorData::new(tiles.to_vec(), [batch, c, t, t]), device);
+        let values = |data: TensorData| {
+            data.convert::<f32>()
                 .try_into_vec::<f32>()
                 .map_err(|e| format!("reading the probabilities back failed: {e:?}"))
-        }));
-        run.unwrap_or_else(|panic| {
-            let msg = crate::gpu::panic_message(panic.as_ref());
-            Err(format!("{batch} tile(s) of {t}²: {msg}"))
-        })
+        };
+        // The runtime reports out-of-memory and device loss by panicking; keep that a typed
+        // failure of this call (the caller retries with fewer tiles or reports it).
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                values(net.probabilities(x())?.into_data())
+            }));
+            run.unwrap_or_else(|panic| {
+                let msg = crate::gpu::panic_message(panic.as_ref());
+                Err(format!("{batch} tile(s) of {t}²: {msg}"))
+            })
+        }
+        // In the browser the read must not block; a panic there cannot be caught anyway.
+        #[cfg(target_arch = "wasm32")]
+        {
+            let probs = net.probabilities(x())?;
+            let data = probs
+                .into_data_async()
+                .await
+                .map_err(|e| format!("{batch} tile(s) of {t}²: {e:?}"))?;
+            values(data)
+        }
     }
 }
 

@@ -183,8 +183,19 @@ impl SegModel {
     }
 
     /// Segments `image` (a 2-D image or a volume, axial slices). `progress(done, total)` is
-    /// called per slice or tile batch and stops the run when it returns false.
+    /// called per slice or tile batch and stops the run when it returns false. Waits for the
+    /// GPU; in the browser use [`SegModel::segment_async`].
     pub fn segment(
+        &mut self,
+        image: &Volume,
+        progress: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<Proposal, SegmentError> {
+        pollster::block_on(self.segment_async(image, progress))
+    }
+
+    /// [`SegModel::segment`] as a future: it waits for the GPU only at its awaits (the reads of
+    /// each batch's probabilities), so it can run on the browser's main thread.
+    pub async fn segment_async(
         &mut self,
         image: &Volume,
         progress: &mut dyn FnMut(usize, usize) -> bool,
@@ -258,7 +269,7 @@ impl SegModel {
                             batch.extend((0..size * size).map(|p| s[p * want + c]));
                         }
                     }
-                    let probs = predict_shrinking(&mut seg, &batch, n)?;
+                    let probs = predict_shrinking(&mut seg, &batch, n).await?;
                     for (i, k) in (z..z + n).enumerate() {
                         let one = &probs[i * cout * size * size..(i + 1) * cout * size * size];
                         // Planar → interleaved for the resize back, then planar again.
@@ -290,7 +301,8 @@ impl SegModel {
                             h,
                             &SlidingWindow::default(),
                             &mut |_, _| true,
-                        );
+                        )
+                        .await;
                         match r {
                             Ok(p) => break p,
                             // The GPU failed (out of memory): fewer tiles per call, then retry.
@@ -309,7 +321,7 @@ impl SegModel {
 
 /// Runs `n` planar inputs through the network, halving the batch when the GPU fails (out of
 /// memory) until one input per call; the error of the last try otherwise.
-fn predict_shrinking(
+async fn predict_shrinking(
     seg: &mut Segmenter,
     batch: &[f32],
     n: usize,
@@ -320,7 +332,7 @@ fn predict_shrinking(
         let mut out = Vec::new();
         let mut failed = None;
         for chunk in batch.chunks(step * per) {
-            match TileModel::predict(seg, chunk, chunk.len() / per) {
+            match TileModel::predict(seg, chunk, chunk.len() / per).await {
                 Ok(p) => out.extend(p),
                 Err(e) => {
                     failed = Some(e);

@@ -10,7 +10,19 @@ pub fn tensor<const D: usize>(data: Vec<f64>, shape: [usize; D], device: &Device
 
 /// Read a tensor back as f64.
 pub fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f64>, String> {
-    let data = t.into_data();
+    as_f64(t.into_data())
+}
+
+/// [`values`] without blocking (the browser).
+pub async fn values_async<const D: usize>(t: Tensor<D>) -> Result<Vec<f64>, String> {
+    as_f64(
+        t.into_data_async()
+            .await
+            .map_err(|e| format!("read back: {e:?}"))?,
+    )
+}
+
+fn as_f64(data: TensorData) -> Result<Vec<f64>, String> {
     let v: Vec<f32> = data
         .convert::<f32>()
         .try_into_vec::<f32>()

@@ -4,6 +4,7 @@ use medseg_data::geometry::Geometry;
 use medseg_data::sliding::*;
 use medseg_data::volume::{Format, Source, Volume};
 use medseg_data::DataError;
+use pollster::block_on;
 
 /// Returns a constant per class, or (when `echo`) its first input channel as class 0.
 struct Fake {
@@ -41,7 +42,7 @@ impl TileModel for Fake {
     fn max_batch(&self) -> usize {
         self.max_batch
     }
-    fn predict(&mut self, tiles: &[f32], batch: usize) -> Result<Vec<f32>, String> {
+    async fn predict(&mut self, tiles: &[f32], batch: usize) -> Result<Vec<f32>, String> {
         self.calls += 1;
         assert!(batch <= self.max_batch);
         let (w, h) = self.tile;
@@ -66,14 +67,14 @@ fn constant_model_gives_the_constant_everywhere() {
     for (w, h) in [(100, 37), (16, 16), (5, 9), (64, 200)] {
         let mut m = Fake::new(16, 3, 2, false, 4);
         let img = vec![1.0; w * h * 3];
-        let p = predict_image(
+        let p = block_on(predict_image(
             &mut m,
             &img,
             w,
             h,
             &SlidingWindow::default(),
             &mut |_, _| true,
-        )
+        ))
         .unwrap();
         assert_eq!(p.len(), 2 * w * h);
         for (i, v) in p.iter().enumerate() {
@@ -90,7 +91,7 @@ fn echo_model_reproduces_the_image() {
         .map(|i| ((i * 37) % 101) as f32 / 101.0)
         .collect();
     let mut m = Fake::new(16, 1, 1, true, 3);
-    let p = predict_image(
+    let p = block_on(predict_image(
         &mut m,
         &img,
         w,
@@ -100,7 +101,7 @@ fn echo_model_reproduces_the_image() {
             sigma_scale: 0.125,
         },
         &mut |_, _| true,
-    )
+    ))
     .unwrap();
     for (a, b) in p.iter().zip(&img) {
         assert!((a - b).abs() < 1e-5);
@@ -161,7 +162,7 @@ fn volumes_are_segmented_slice_by_slice_along_any_axis() {
     for axis in 0..3 {
         let mut m = Fake::new(4, 1, 1, true, 8);
         let mut seen = 0;
-        let labels = predict_volume(
+        let labels = block_on(predict_volume(
             &mut m,
             &vol,
             axis,
@@ -169,7 +170,7 @@ fn volumes_are_segmented_slice_by_slice_along_any_axis() {
             &mut |_| {},
             &mut |_, _| seen += 1,
             &mut |_, _| true,
-        )
+        ))
         .unwrap();
         assert_eq!(seen, dims[axis]);
         for i in 0..n {
@@ -182,7 +183,7 @@ fn volumes_are_segmented_slice_by_slice_along_any_axis() {
     }
     let mut m = Fake::new(4, 1, 1, true, 8);
     let mut budget = 2;
-    let r = predict_volume(
+    let r = block_on(predict_volume(
         &mut m,
         &vol,
         2,
@@ -193,10 +194,10 @@ fn volumes_are_segmented_slice_by_slice_along_any_axis() {
             budget -= 1;
             budget >= 0
         },
-    );
+    ));
     assert!(matches!(r, Err(DataError::Cancelled)));
     let mut m = Fake::new(4, 3, 1, true, 8);
-    let r = predict_volume(
+    let r = block_on(predict_volume(
         &mut m,
         &vol,
         2,
@@ -204,6 +205,6 @@ fn volumes_are_segmented_slice_by_slice_along_any_axis() {
         &mut |_| {},
         &mut |_, _| {},
         &mut |_, _| true,
-    );
+    ));
     assert!(matches!(r, Err(DataError::Mismatch(_))));
 }

@@ -78,6 +78,9 @@ pub(crate) enum Picked {
     Screenshot(PathBuf),
     /// A path for a field of the training form.
     Train(super::ui::train_panel::TrainField, PathBuf),
+    /// A dropped file that could not be read (browser).
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    Unreadable(String),
 }
 
 pub(crate) struct Gpu {
@@ -233,6 +236,9 @@ impl MedsegApp {
                 self.gpu.queue.clone(),
             )
             .map_err(|e| e.to_string())?;
+            // In the browser nothing may wait for the GPU here: the check runs at the start of
+            // the first task that uses the device (`with_model`).
+            #[cfg(not(target_arch = "wasm32"))]
             medseg_model::gpu::kernel_self_test(&ctx.device)?;
             self.gpu.compute = Some(ctx);
         }
@@ -247,6 +253,10 @@ impl MedsegApp {
     /// the CPU busy for minutes) and with MEDSEG_WARM_UP=0; a failure here is left for Segment
     /// to report.
     pub fn warm_up(&mut self) {
+        // In the browser there is no thread to warm up on; the first Segment compiles.
+        if cfg!(target_arch = "wasm32") {
+            return;
+        }
         let software = self.gpu.adapter.get_info().device_type == wgpu::DeviceType::Cpu;
         if software || std::env::var("MEDSEG_WARM_UP").is_ok_and(|v| v == "0") {
             return;
@@ -313,12 +323,16 @@ impl MedsegApp {
     }
 
     /// Opens a model-file dialog; the pick is handled on a later frame.
-    pub(crate) fn pick_model_file(&self, d: rfd::FileDialog) {
+    pub(crate) fn pick_model_file(&self, d: FileDialog) {
         self.pick(Picked::Model, d, false, false);
     }
 
     pub(crate) fn error(&mut self, text: impl Into<String>) {
         let text = text.into();
+        #[cfg(target_arch = "wasm32")]
+        if crate::gui::page::reports_wanted() {
+            crate::gui::page::report_error(&text);
+        }
         self.status = (text.clone(), true);
         self.dialog = Some(Dialog::Error(text));
     }
@@ -629,26 +643,16 @@ impl MedsegApp {
                 Picked::Export(p) => self.export_labels(p, false),
                 Picked::Screenshot(p) => self.screenshot(p, false),
                 Picked::Train(field, p) => self.train_field_picked(field, p),
+                Picked::Unreadable(e) => self.error(format!("Could not read the file {e}")),
             }
         }
         while let Ok(img) = self.shot_rx.try_recv() {
             self.write_screenshot(img);
         }
         // Drag-and-drop: masks (by name) go over the open image, anything else is opened.
-        let dropped: Vec<PathBuf> = ctx.input(|i| {
-            i.raw
-                .dropped_files
-                .iter()
-                .map(|f| f.path().to_path_buf())
-                .filter(|p| !p.as_os_str().is_empty())
-                .collect()
-        });
-        for p in dropped {
-            if self.doc.is_some() && looks_like_labels(&p) {
-                self.open_labels(p);
-            } else {
-                self.open_image(p);
-            }
+        let dropped = ctx.input(|i| i.raw.dropped_files.clone());
+        for f in dropped {
+            self.dropped(f);
         }
         // Closing with unsaved edits asks first; so does closing while a network trains.
         let training = self.training.as_ref().is_some_and(|t| t.is_running());
@@ -771,16 +775,48 @@ impl MedsegApp {
         self.dialogs(&ctx);
     }
 
+    /// A file dropped on the window: a mask (by its name) goes over the open image, anything
+    /// else is opened. In the browser its bytes are read first and kept under its name.
+    fn dropped(&mut self, f: egui::DroppedFileHandle) {
+        let labels = self.doc.is_some() && looks_like_labels(f.path());
+        let pick = move |p: PathBuf| {
+            if labels {
+                Picked::Labels(p)
+            } else {
+                Picked::Image(p)
+            }
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        if !f.path().as_os_str().is_empty() {
+            let _ = self.picked_tx.send(pick(f.path().to_path_buf()));
+            self.ctx.request_repaint();
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let (tx, ctx) = (self.picked_tx.clone(), self.ctx.clone());
+            wasm_bindgen_futures::spawn_local(async move {
+                let name = f.path().to_string_lossy().into_owned();
+                let picked = match f.bytes_async().await {
+                    Ok(b) => pick(crate::jobs::browser_files::keep(&name, b.into())),
+                    Err(e) => Picked::Unreadable(format!("{name}: {e}")),
+                };
+                let _ = tx.send(picked);
+                ctx.request_repaint();
+            });
+        }
+    }
+
     pub(crate) fn pick(
         &self,
         what: impl FnOnce(PathBuf) -> Picked + Send + 'static,
-        dialog: rfd::FileDialog,
+        dialog: FileDialog,
         save: bool,
         folder: bool,
     ) {
         let tx = self.picked_tx.clone();
         let ctx = self.ctx.clone();
         // The system dialog blocks; keep it off the UI thread.
+        #[cfg(not(target_arch = "wasm32"))]
         std::thread::spawn(move || {
             let p = if folder {
                 dialog.pick_folder()
@@ -794,6 +830,63 @@ impl MedsegApp {
                 ctx.request_repaint();
             }
         });
+        // In the browser: a picked file is read into the page's memory and opened by its name;
+        // a file to save needs no dialog (the browser's download asks where, if it asks).
+        #[cfg(target_arch = "wasm32")]
+        wasm_bindgen_futures::spawn_local(async move {
+            let picked = if save {
+                Some(PathBuf::from(dialog.file_name))
+            } else if folder {
+                None
+            } else if let Some(f) = dialog.dialog.pick_file().await {
+                let bytes = f.read().await;
+                Some(crate::jobs::browser_files::keep(
+                    &f.file_name(),
+                    bytes.into(),
+                ))
+            } else {
+                None
+            };
+            if let Some(p) = picked {
+                let _ = tx.send(what(p));
+                ctx.request_repaint();
+            }
+        });
+    }
+}
+
+/// The file dialog of this platform: the system's (native), or the browser's file picker, with
+/// the name a save would take (there a save is a download).
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) type FileDialog = rfd::FileDialog;
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) struct FileDialog {
+    dialog: rfd::AsyncFileDialog,
+    file_name: String,
+}
+
+#[cfg(target_arch = "wasm32")]
+impl FileDialog {
+    pub(crate) fn new() -> Self {
+        FileDialog {
+            dialog: rfd::AsyncFileDialog::new(),
+            file_name: "medseg".into(),
+        }
+    }
+
+    pub(crate) fn add_filter(mut self, name: &str, extensions: &[&str]) -> Self {
+        self.dialog = self.dialog.add_filter(name, extensions);
+        self
+    }
+
+    pub(crate) fn set_file_name(mut self, name: impl Into<String>) -> Self {
+        self.file_name = name.into();
+        self
+    }
+
+    pub(crate) fn set_directory(self, _dir: impl AsRef<Path>) -> Self {
+        self
     }
 }
 

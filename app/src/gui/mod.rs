@@ -6,6 +6,8 @@
 
 pub mod app;
 pub mod document;
+#[cfg(target_arch = "wasm32")]
+pub mod page;
 pub mod recent;
 pub mod render;
 pub mod sample;
@@ -31,6 +33,7 @@ pub struct Startup {
 
 /// eframe options: our wgpu device is requested with the adapter's own features and limits, as
 /// the networks' kernels need (the same device is handed to burn).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn native_options() -> eframe::NativeOptions {
     let mut setup = egui_wgpu::WgpuSetupCreateNew::without_display_handle();
     setup.device_descriptor = Arc::new(medseg_model::gpu::device_descriptor);
@@ -64,6 +67,7 @@ pub fn native_options() -> eframe::NativeOptions {
 }
 
 /// Opens the window and runs until it is closed.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn run(startup: Startup) -> Result<(), String> {
     eframe::run_native(
         "medseg",
@@ -92,12 +96,14 @@ pub fn run(startup: Startup) -> Result<(), String> {
 }
 
 /// Runs the app until nothing is loading, lets a few frames settle, saves a screenshot and quits.
+#[cfg(not(target_arch = "wasm32"))]
 struct ScreenshotWhenReady {
     app: MedsegApp,
     target: Option<PathBuf>,
     frames: u32,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl eframe::App for ScreenshotWhenReady {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         eframe::App::ui(&mut self.app, ui, frame);
@@ -114,5 +120,105 @@ impl eframe::App for ScreenshotWhenReady {
             }
         }
         ui.ctx().request_repaint();
+    }
+}
+
+/// What the page asks for in its address (`?sample=N&segment=1`): a bundled sample to open
+/// (default: the colonoscopy frame) and whether to segment it with its bundled model at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebStart {
+    pub sample: usize,
+    pub segment: bool,
+}
+
+impl WebStart {
+    /// From a URL query string (with or without its `?`); unknown keys and bad values are
+    /// ignored.
+    pub fn from_query(query: &str) -> WebStart {
+        let mut start = WebStart {
+            sample: 2,
+            segment: false,
+        };
+        for pair in query.trim_start_matches('?').split('&') {
+            match pair.split_once('=') {
+                Some(("sample", v)) => {
+                    if let Some(i) = v
+                        .parse()
+                        .ok()
+                        .filter(|&i: &usize| i < sample::SAMPLES.len())
+                    {
+                        start.sample = i;
+                    }
+                }
+                Some(("segment", v)) => start.segment = v == "1",
+                _ => {}
+            }
+        }
+        start
+    }
+}
+
+/// eframe's options in the browser: WebGPU only (the networks need compute shaders), the
+/// device asked for with what the browser's adapter offers.
+#[cfg(target_arch = "wasm32")]
+pub fn web_options() -> eframe::WebOptions {
+    let mut setup = egui_wgpu::WgpuSetupCreateNew::without_display_handle();
+    setup.instance_descriptor.backends = wgpu::Backends::BROWSER_WEBGPU;
+    setup.device_descriptor = Arc::new(medseg_model::gpu::device_descriptor);
+    eframe::WebOptions {
+        wgpu_options: egui_wgpu::WgpuConfiguration {
+            wgpu_setup: egui_wgpu::WgpuSetup::CreateNew(setup),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Runs the app in `canvas` (the browser build's entry, `web/`).
+#[cfg(target_arch = "wasm32")]
+pub async fn run_web(canvas: web_sys::HtmlCanvasElement, start: WebStart) -> Result<(), String> {
+    eframe::WebRunner::new()
+        .start(
+            canvas,
+            web_options(),
+            Box::new(move |cc| {
+                let rs = cc
+                    .wgpu_render_state
+                    .as_ref()
+                    .ok_or("no WebGPU renderer: this page needs a browser with WebGPU")?;
+                let mut app = MedsegApp::new(rs);
+                app.set_context(&cc.egui_ctx);
+                match (start.segment, sample::SAMPLES[start.sample].model) {
+                    (true, Some(m)) => app.open_sample_and_segment(start.sample, m),
+                    _ => app.open_sample(start.sample),
+                }
+                Ok(Box::new(app))
+            }),
+        )
+        .await
+        .map_err(|e| format!("{e:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WebStart;
+
+    #[test]
+    fn the_page_address_picks_the_sample_and_segment() {
+        let default = WebStart {
+            sample: 2,
+            segment: false,
+        };
+        assert_eq!(WebStart::from_query(""), default);
+        assert_eq!(
+            WebStart::from_query("?sample=1&segment=1&report=1"),
+            WebStart {
+                sample: 1,
+                segment: true
+            }
+        );
+        // Out of range, not a number, or unknown keys: ignored.
+        assert_eq!(WebStart::from_query("?sample=9&x=y&segment=yes"), default);
+        assert_eq!(WebStart::from_query("sample=-1&sample"), default);
     }
 }

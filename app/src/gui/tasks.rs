@@ -1,6 +1,8 @@
 //! Long work off the UI thread: each task runs on its own worker thread, reports progress
 //! through a channel, can be cancelled, and ends with a typed result. The UI polls once per
-//! frame; workers wake it with `request_repaint`.
+//! frame; workers wake it with `request_repaint`. In the browser (no threads) a task runs on
+//! the page's event loop instead: [`Tasks::spawn_async`] work yields at its awaits (GPU reads),
+//! so the page stays responsive; [`Tasks::spawn`] work runs in one piece.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -72,6 +74,21 @@ impl Progress {
     pub fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
     }
+
+    /// Sends the task's end (a cancel wins over whatever the work returned) and wakes the UI.
+    fn finish(&self, result: Result<Outcome, JobError>) {
+        let result = match result {
+            _ if self.cancelled() => Err(TaskError::Cancelled),
+            Err(JobError::Cancelled) => Err(TaskError::Cancelled),
+            Err(e) => Err(TaskError::Failed(e.to_string())),
+            Ok(o) => Ok(o),
+        };
+        let _ = self.tx.send(Message::Finished {
+            task: self.task,
+            result,
+        });
+        (self.wake)();
+    }
 }
 
 impl Reporter for Progress {
@@ -128,48 +145,60 @@ impl Tasks {
         }
     }
 
-    /// Starts `work` on a worker thread. A panic inside it is reported as an error, not lost.
+    /// Registers a task; the handle its work reports through.
+    fn start(&mut self, title: String) -> Progress {
+        let id = self.next;
+        self.next += 1;
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.running.push(Running {
+            id,
+            title,
+            fraction: None,
+            text: String::new(),
+            cancel: cancel.clone(),
+        });
+        Progress {
+            task: id,
+            tx: self.tx.clone(),
+            cancel,
+            wake: self.wake.clone(),
+        }
+    }
+
+    /// Starts `work` on a worker thread (in the browser: on the event loop, in one piece). A
+    /// panic inside it is reported as an error, not lost.
     pub fn spawn(
         &mut self,
         title: impl Into<String>,
         work: impl FnOnce(&Progress) -> Result<Outcome, JobError> + Send + 'static,
     ) -> u64 {
-        let id = self.next;
-        self.next += 1;
-        let cancel = Arc::new(AtomicBool::new(false));
-        let progress = Progress {
-            task: id,
-            tx: self.tx.clone(),
-            cancel: cancel.clone(),
-            wake: self.wake.clone(),
-        };
-        self.running.push(Running {
-            id,
-            title: title.into(),
-            fraction: None,
-            text: String::new(),
-            cancel,
-        });
+        self.spawn_async(title, async move |p: &Progress| work(p))
+    }
+
+    /// Starts `work`, a future, on a worker thread that waits for it; in the browser on the
+    /// page's event loop, where it gives way to the page at each await.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn spawn_async(
+        &mut self,
+        title: impl Into<String>,
+        work: impl AsyncFnOnce(&Progress) -> Result<Outcome, JobError> + Send + 'static,
+    ) -> u64 {
+        let progress = self.start(title.into());
+        let id = progress.task;
         let tx = self.tx.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("medseg-task-{id}"))
             .spawn(move || {
-                let result =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&progress)))
-                        .unwrap_or_else(|p| {
-                            Err(JobError::Failed(format!(
-                                "internal error: {}",
-                                medseg_model::gpu::panic_message(p.as_ref())
-                            )))
-                        });
-                let result = match result {
-                    _ if progress.cancelled() => Err(TaskError::Cancelled),
-                    Err(JobError::Cancelled) => Err(TaskError::Cancelled),
-                    Err(e) => Err(TaskError::Failed(e.to_string())),
-                    Ok(o) => Ok(o),
-                };
-                let _ = progress.tx.send(Message::Finished { task: id, result });
-                (progress.wake)();
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    pollster::block_on(work(&progress))
+                }))
+                .unwrap_or_else(|p| {
+                    Err(JobError::Failed(format!(
+                        "internal error: {}",
+                        medseg_model::gpu::panic_message(p.as_ref())
+                    )))
+                });
+                progress.finish(result);
             });
         if let Err(e) = spawned {
             let _ = tx.send(Message::Finished {
@@ -179,6 +208,21 @@ impl Tasks {
                 ))),
             });
         }
+        id
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    pub fn spawn_async(
+        &mut self,
+        title: impl Into<String>,
+        work: impl AsyncFnOnce(&Progress) -> Result<Outcome, JobError> + 'static,
+    ) -> u64 {
+        let progress = self.start(title.into());
+        let id = progress.task;
+        wasm_bindgen_futures::spawn_local(async move {
+            let result = work(&progress).await;
+            progress.finish(result);
+        });
         id
     }
 

@@ -37,7 +37,8 @@ pub fn mask_format(path: &Path, labels: &LabelMap) -> Result<MaskFormat, JobErro
     }
 }
 
-/// Writes `labels` to `path` (atomically; an existing file only with `overwrite`).
+/// Writes `labels` to `path` (atomically; an existing file only with `overwrite`). In the
+/// browser the file is offered as a download named like `path`.
 pub fn export_labels(
     path: &Path,
     labels: &LabelMap,
@@ -46,9 +47,29 @@ pub fn export_labels(
 ) -> Result<(), JobError> {
     let format = mask_format(path, labels)?;
     r.progress("writing", None);
-    match format {
-        MaskFormat::Png => medseg_data::raster::write_png_labels(path, labels, overwrite)?,
-        MaskFormat::Nifti => medseg_data::nifti::write_labels(path, labels, overwrite)?,
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = (format, overwrite); // a download replaces nothing
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        super::browser_files::download(&name, &encode_labels(path, labels)?)
     }
-    Ok(())
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        match format {
+            MaskFormat::Png => medseg_data::raster::write_png_labels(path, labels, overwrite)?,
+            MaskFormat::Nifti => medseg_data::nifti::write_labels(path, labels, overwrite)?,
+        }
+        Ok(())
+    }
+}
+
+/// The bytes of the file [`export_labels`] writes.
+pub fn encode_labels(path: &Path, labels: &LabelMap) -> Result<Vec<u8>, JobError> {
+    Ok(match mask_format(path, labels)? {
+        MaskFormat::Png => medseg_data::raster::png_labels_bytes(path, labels)?,
+        MaskFormat::Nifti => {
+            let gz = path.to_string_lossy().to_ascii_lowercase().ends_with(".gz");
+            medseg_data::nifti::labels_bytes(labels, gz)?
+        }
+    })
 }

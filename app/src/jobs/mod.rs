@@ -4,6 +4,8 @@
 //! [`JobError`]. The GUI runs jobs on its worker threads (`gui::tasks`), the CLI in the
 //! foreground with a terminal progress bar ([`terminal::TerminalReporter`]).
 
+#[cfg(target_arch = "wasm32")]
+pub mod browser_files;
 pub mod export;
 pub mod models;
 pub mod open;

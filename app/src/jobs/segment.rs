@@ -81,8 +81,18 @@ impl ModelCache {
     }
 }
 
-/// Runs `model` over `image` (slice by slice for volumes), with progress and cancel.
+/// Runs `model` over `image` (slice by slice for volumes), with progress and cancel; waits for
+/// the GPU (the browser awaits [`segment_async`]).
 pub fn segment(
+    model: &mut SegModel,
+    image: &Volume,
+    r: &dyn Reporter,
+) -> Result<Proposal, JobError> {
+    pollster::block_on(segment_async(model, image, r))
+}
+
+/// [`segment`] as a future.
+pub async fn segment_async(
     model: &mut SegModel,
     image: &Volume,
     r: &dyn Reporter,
@@ -94,5 +104,5 @@ pub fn segment(
         "segmenting"
     };
     let mut progress = fraction_of(r, stage);
-    Ok(model.segment(image, &mut progress)?)
+    Ok(model.segment_async(image, &mut progress).await?)
 }

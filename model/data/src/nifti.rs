@@ -812,13 +812,12 @@ fn decode(bytes: &[u8], dt: DataType, le: bool) -> Vec<f32> {
 
 /// Writes samples of `dt` (given as f64 values) after `header` to `path` (gzip when it ends in
 /// `.gz`), atomically.
-fn write_raw(
-    path: &Path,
+/// A whole single-file NIfTI (header, no extensions, samples) in memory, uncompressed.
+fn raw_bytes(
     header: &NiftiHeader,
     samples: &mut dyn Iterator<Item = f64>,
     dt: DataType,
-    overwrite: bool,
-) -> Result<()> {
+) -> Vec<u8> {
     let mut h = header.clone();
     h.datatype = dt.code();
     h.bitpix = (dt.size() * 8) as i16;
@@ -845,6 +844,17 @@ fn write_raw(
         }
         out.extend_from_slice(&b);
     }
+    out
+}
+
+fn write_raw(
+    path: &Path,
+    header: &NiftiHeader,
+    samples: &mut dyn Iterator<Item = f64>,
+    dt: DataType,
+    overwrite: bool,
+) -> Result<()> {
+    let out = raw_bytes(header, samples, dt);
     let gz = path.to_string_lossy().to_ascii_lowercase().ends_with(".gz");
     write_atomic(path, overwrite, |w| {
         if gz {
@@ -884,6 +894,31 @@ fn header_for(geometry: &Geometry, source: Option<&NiftiHeader>, dt: DataType) -
 /// image it belongs to when known (dims, affine, qform/sform codes kept). Never replaces an
 /// existing file unless `overwrite`.
 pub fn write_labels(path: &Path, labels: &LabelMap, overwrite: bool) -> Result<()> {
+    let (header, dt) = labels_header(labels);
+    write_raw(
+        path,
+        &header,
+        &mut labels.labels.iter().map(|&l| l as f64),
+        dt,
+        overwrite,
+    )
+}
+
+/// [`write_labels`] into memory: a whole `.nii` file, gzip-compressed (`.nii.gz`) when `gz`.
+pub fn labels_bytes(labels: &LabelMap, gz: bool) -> Result<Vec<u8>> {
+    let (header, dt) = labels_header(labels);
+    let raw = raw_bytes(&header, &mut labels.labels.iter().map(|&l| l as f64), dt);
+    if !gz {
+        return Ok(raw);
+    }
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    e.write_all(&raw)
+        .and_then(|_| e.finish())
+        .map_err(|err| DataError::Invalid(format!("compressing the label map failed: {err}")))
+}
+
+/// The header of a label map's file (uint8 when every label fits, else uint16) and its type.
+fn labels_header(labels: &LabelMap) -> (NiftiHeader, DataType) {
     let max = labels.max_label();
     let dt = if max <= 255 {
         DataType::U8
@@ -894,13 +929,7 @@ pub fn write_labels(path: &Path, labels: &LabelMap, overwrite: bool) -> Result<(
     h.intent_code = 1002; // NIFTI_INTENT_LABEL
     h.cal_min = 0.0;
     h.cal_max = max as f64;
-    write_raw(
-        path,
-        &h,
-        &mut labels.labels.iter().map(|&l| l as f64),
-        dt,
-        overwrite,
-    )
+    (h, dt)
 }
 
 /// Writes raw samples with a caller-made header (tests and tools that need a given datatype).

@@ -296,6 +296,12 @@ pub fn read_labels_bytes(path: &Path, bytes: &[u8], format: Format) -> Result<La
 /// Writes a 2-D label map as PNG: binary masks as 0/255, label ids as 8-bit (≤ 255) or 16-bit
 /// grey. Never replaces an existing file unless `overwrite`.
 pub fn write_png_labels(path: &Path, labels: &LabelMap, overwrite: bool) -> Result<()> {
+    let bytes = png_labels_bytes(path, labels)?;
+    write_atomic(path, overwrite, |w| w.write_all(&bytes))
+}
+
+/// [`write_png_labels`] into memory (`path` names the file in errors).
+pub fn png_labels_bytes(path: &Path, labels: &LabelMap) -> Result<Vec<u8>> {
     let [w, h, d] = labels.geometry.dims;
     if d != 1 {
         return Err(DataError::Invalid(format!(
@@ -338,5 +344,5 @@ pub fn write_png_labels(path: &Path, labels: &LabelMap, overwrite: bool) -> Resu
         image::ImageFormat::Png,
     )
     .map_err(|e| DataError::Invalid(format!("{}: PNG encoding failed: {e}", path.display())))?;
-    write_atomic(path, overwrite, |w| w.write_all(&bytes))
+    Ok(bytes)
 }

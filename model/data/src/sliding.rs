@@ -5,7 +5,12 @@
 use crate::error::{DataError, Result};
 use crate::volume::{LabelMap, Volume};
 
-/// Anything that maps a batch of tiles to class probabilities.
+/// Anything that maps a batch of tiles to class probabilities. `predict` is async so a network
+/// can read its results back without blocking (the browser's main thread cannot block); a
+/// model that computes at once just returns.
+// No `Send` bound on the futures: they are awaited where they are made (a worker thread's
+// `block_on`, or the browser's event loop).
+#[allow(async_fn_in_trait)]
 pub trait TileModel {
     /// Network input (width, height).
     fn tile_size(&self) -> (usize, usize);
@@ -16,7 +21,11 @@ pub trait TileModel {
     fn max_batch(&self) -> usize;
     /// `tiles`: batch × in_channels × h × w (NCHW). Returns batch × out_channels × h × w
     /// probabilities.
-    fn predict(&mut self, tiles: &[f32], batch: usize) -> std::result::Result<Vec<f32>, String>;
+    async fn predict(
+        &mut self,
+        tiles: &[f32],
+        batch: usize,
+    ) -> std::result::Result<Vec<f32>, String>;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -80,8 +89,8 @@ pub type Progress<'a> = &'a mut dyn FnMut(usize, usize) -> bool;
 
 /// Class probabilities (out_channels × h × w, channel-major) of one 2-D image given interleaved
 /// (h × w × channels) and already normalised.
-pub fn predict_image(
-    model: &mut dyn TileModel,
+pub async fn predict_image<M: TileModel + ?Sized>(
+    model: &mut M,
     image: &[f32],
     w: usize,
     h: usize,
@@ -134,6 +143,7 @@ pub fn predict_image(
         }
         let out = model
             .predict(&input, chunk.len())
+            .await
             .map_err(DataError::Invalid)?;
         if out.len() != chunk.len() * cout * th * tw {
             return Err(DataError::Mismatch(format!(
@@ -196,8 +206,8 @@ fn plane_axes(axis: usize) -> (usize, usize) {
 /// Segments a volume slice by slice across `axis` (2 = axial for an RAS/LPS-like volume).
 /// `prepare` turns each extracted slice (interleaved, in-plane width × height) into the model's
 /// normalised input in place; `on_slice` sees each slice's probabilities before they are dropped.
-pub fn predict_volume(
-    model: &mut dyn TileModel,
+pub async fn predict_volume<M: TileModel + ?Sized>(
+    model: &mut M,
     volume: &Volume,
     axis: usize,
     opts: &SlidingWindow,
@@ -239,7 +249,7 @@ pub fn predict_volume(
             }
         }
         prepare(&mut slice);
-        let probs = predict_image(model, &slice, w, h, opts, &mut |_, _| true)?;
+        let probs = predict_image(model, &slice, w, h, opts, &mut |_, _| true).await?;
         on_slice(s, &probs);
         let labels = labels_from_probabilities(&probs, cout, w * h);
         for v in 0..h {

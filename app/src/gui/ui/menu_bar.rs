@@ -12,7 +12,7 @@ impl MedsegApp {
         egui::MenuBar::new().ui(ui, |ui| {
             ui.menu_button("File", |ui| {
                 if ui.button("Open image or volume…").clicked() {
-                    let d = rfd::FileDialog::new()
+                    let d = FileDialog::new()
                         .add_filter(
                             "Images and volumes",
                             &[
@@ -22,43 +22,48 @@ impl MedsegApp {
                         .add_filter("All files", &["*"]);
                     self.pick(Picked::Image, d, false, false);
                 }
-                if ui.button("Open DICOM folder…").clicked() {
-                    self.pick(Picked::Image, rfd::FileDialog::new(), false, true);
+                // A page cannot open folders or paths, keep a recent list or save screenshots
+                // (nor train yet): those stay on the desktop.
+                let desktop = cfg!(not(target_arch = "wasm32"));
+                if desktop && ui.button("Open DICOM folder…").clicked() {
+                    self.pick(Picked::Image, FileDialog::new(), false, true);
                 }
                 let has_doc = self.doc.is_some();
                 if ui
                     .add_enabled(has_doc, egui::Button::new("Open mask or labels…"))
                     .clicked()
                 {
-                    let d = rfd::FileDialog::new().add_filter(
+                    let d = FileDialog::new().add_filter(
                         "Masks and label maps",
                         &["nii", "gz", "png", "bmp", "tif", "tiff"],
                     );
                     self.pick(Picked::Labels, d, false, false);
                 }
-                ui.horizontal(|ui| {
-                    ui.label("Path:");
-                    let r = ui.text_edit_singleline(&mut self.open_path_text);
-                    if r.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter)) {
-                        let p = PathBuf::from(self.open_path_text.trim());
-                        self.open_image(p);
-                        ui.close();
-                    }
-                });
-                ui.menu_button("Recent", |ui| {
-                    if self.recent.paths.is_empty() {
-                        ui.label("Nothing opened yet");
-                    }
-                    for p in self.recent.paths.clone() {
-                        if ui.button(p.display().to_string()).clicked() {
-                            if self.doc.is_some() && looks_like_labels(&p) {
-                                self.open_labels(p);
-                            } else {
-                                self.open_image(p);
+                if desktop {
+                    ui.horizontal(|ui| {
+                        ui.label("Path:");
+                        let r = ui.text_edit_singleline(&mut self.open_path_text);
+                        if r.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter)) {
+                            let p = PathBuf::from(self.open_path_text.trim());
+                            self.open_image(p);
+                            ui.close();
+                        }
+                    });
+                    ui.menu_button("Recent", |ui| {
+                        if self.recent.paths.is_empty() {
+                            ui.label("Nothing opened yet");
+                        }
+                        for p in self.recent.paths.clone() {
+                            if ui.button(p.display().to_string()).clicked() {
+                                if self.doc.is_some() && looks_like_labels(&p) {
+                                    self.open_labels(p);
+                                } else {
+                                    self.open_image(p);
+                                }
                             }
                         }
-                    }
-                });
+                    });
+                }
                 ui.menu_button("Samples", |ui| {
                     for (i, s) in SAMPLES.iter().enumerate() {
                         if ui.button(s.name).clicked() {
@@ -79,14 +84,14 @@ impl MedsegApp {
                 {
                     self.pick_export();
                 }
-                if ui.button("Save screenshot…").clicked() {
-                    let d = rfd::FileDialog::new()
+                if desktop && ui.button("Save screenshot…").clicked() {
+                    let d = FileDialog::new()
                         .add_filter("PNG", &["png"])
                         .set_file_name("medseg-screenshot.png");
                     self.pick(Picked::Screenshot, d, true, false);
                 }
                 ui.separator();
-                if ui.button("Quit").clicked() {
+                if desktop && ui.button("Quit").clicked() {
                     ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
                 }
             });
@@ -125,6 +130,9 @@ impl MedsegApp {
                     self.redo();
                 }
             });
+            if cfg!(target_arch = "wasm32") {
+                return;
+            }
             ui.menu_button("View", |ui| {
                 ui.checkbox(&mut self.training_open, "Training panel");
             });
@@ -158,7 +166,7 @@ impl MedsegApp {
         } else {
             (format!("{stem}_labels.nii.gz"), &["nii", "gz"])
         };
-        let mut d = rfd::FileDialog::new()
+        let mut d = FileDialog::new()
             .add_filter("Mask", filter)
             .set_file_name(name);
         if let Some(dir) = doc.image.source.path.parent() {

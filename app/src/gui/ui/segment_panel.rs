@@ -3,8 +3,8 @@
 //! proposal — threshold slider, heat map, sizes per class — and Accept (one undo step) or
 //! Reject it.
 
-use crate::gui::app::MedsegApp;
-use crate::gui::tasks::Outcome;
+use crate::gui::app::{FileDialog, MedsegApp};
+use crate::gui::tasks::{Outcome, Progress};
 use crate::jobs;
 use crate::jobs::segment::ModelRef;
 use crate::jobs::JobError;
@@ -48,9 +48,11 @@ impl MedsegApp {
             }
         };
         self.model_index = i;
-        self.with_model(format!("Loading model {}", m.label()), m, |model, _| {
-            Ok(Outcome::ModelReady(model.title.clone()))
-        });
+        self.with_model(
+            format!("Loading model {}", m.label()),
+            m,
+            async |model: &mut SegModel, _: &Progress| Ok(Outcome::ModelReady(model.title.clone())),
+        );
     }
 
     /// Runs the current model on the open image (a worker task with progress and Cancel).
@@ -75,8 +77,8 @@ impl MedsegApp {
         self.with_model(
             format!("Segmenting with {}", model.label()),
             model,
-            move |m, p| {
-                let proposal = jobs::segment::segment(m, &image, p)?;
+            async move |m: &mut SegModel, p: &Progress| {
+                let proposal = jobs::segment::segment_async(m, &image, p).await?;
                 Ok(Outcome::Proposal(
                     Box::new(proposal),
                     m.title.clone(),
@@ -87,14 +89,16 @@ impl MedsegApp {
     }
 
     /// Runs `work` on a worker with the model `m` (loaded onto the app's GPU device unless it is
-    /// the one kept from the last run).
+    /// the one kept from the last run). The model cache stays locked while the work awaits: that
+    /// is what makes a Segment wait for the launch warm-up (its own thread) instead of loading a
+    /// second copy; on the desktop the future runs on its worker thread under `block_on`, and in
+    /// the browser tasks that use a model never overlap (Segment refuses while one runs).
+    #[allow(clippy::await_holding_lock)]
     fn with_model(
         &mut self,
         title: String,
         m: ModelRef,
-        work: impl FnOnce(&mut SegModel, &crate::gui::tasks::Progress) -> Result<Outcome, JobError>
-            + Send
-            + 'static,
+        work: impl AsyncFnOnce(&mut SegModel, &Progress) -> Result<Outcome, JobError> + Send + 'static,
     ) {
         let device = match self.compute() {
             Ok(c) => c.device.clone(),
@@ -104,12 +108,19 @@ impl MedsegApp {
             }
         };
         let cache = self.model_cache();
-        self.tasks.spawn(title, move |p| {
+        self.tasks.spawn_async(title, async move |p: &Progress| {
+            // In the browser the kernel check cannot wait inside `compute`; it runs here.
+            #[cfg(target_arch = "wasm32")]
+            medseg_model::gpu::kernel_self_test_async(&device)
+                .await
+                .map_err(|e| {
+                    JobError::Failed(format!("our kernels do not run on this GPU: {e}"))
+                })?;
             let mut cache = cache
                 .lock()
                 .map_err(|_| JobError::Failed("the model cache is unusable".into()))?;
             let model = cache.get(&m, &device, p)?;
-            work(model, p)
+            work(model, p).await
         });
     }
 
@@ -125,6 +136,10 @@ impl MedsegApp {
         let Some(doc) = self.doc.as_mut() else {
             return;
         };
+        #[cfg(target_arch = "wasm32")]
+        if crate::gui::page::reports_wanted() {
+            crate::gui::page::report_mask(&proposal.labels(0.5));
+        }
         match doc.propose(proposal, model) {
             Ok(()) => {
                 let sizes = doc.proposal_sizes();
@@ -239,7 +254,7 @@ impl MedsegApp {
 
     /// Asks for a model file on a dialog thread.
     pub(crate) fn pick_model(&self) {
-        let d = rfd::FileDialog::new()
+        let d = FileDialog::new()
             .add_filter(
                 "Models (medseg .json, official .pth/.pt/.safetensors)",
                 &["json", "pth", "pt", "safetensors"],

@@ -273,7 +273,7 @@ impl MedsegApp {
         if let Some((field, folder)) = pick {
             self.pick(
                 move |p| Picked::Train(field, p),
-                rfd::FileDialog::new(),
+                FileDialog::new(),
                 false,
                 folder,
             );
