@@ -2,7 +2,7 @@
 //! bundled samples, change window/level, scroll, paint, undo/redo, export, and check the drawn
 //! pixels against values computed on the CPU from the image, the labels and the window.
 
-mod browser_app;
+mod browser;
 mod compute;
 mod harness;
 mod segment;

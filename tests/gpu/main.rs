@@ -1,7 +1,6 @@
 //! GPU test binary (one binary: burn + wgpu link once). Runs on Mesa lavapipe in CI; with `CI`
 //! or `MEDSEG_REQUIRE_GPU` set, a missing adapter fails the tests instead of skipping them.
 
-mod browser;
 mod bundled;
 mod context;
 mod conv;
