@@ -20,7 +20,7 @@ for lib in libxkbcommon-x11.so.0:libxkbcommon-x11-0 libXcursor.so.1:libxcursor1 
            libXrandr.so.2:libxrandr2 libXi.so.6:libxi6 libX11-xcb.so.1:libx11-xcb1; do
     ldconfig -p 2>/dev/null | grep -q "${lib%%:*}" || need_apt+=("${lib##*:}")
 done
-# The browser check of the WGSL kernels (tests/gpu/browser.rs): Debian's Chromium.
+# The browser check of the WGSL kernels (tests/app/browser.rs): Debian's Chromium.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium fonts-dejavu-core)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing ${need_apt[*]} (Vulkan loader, Mesa lavapipe, Xvfb, X client libraries, Chromium)"

@@ -37,7 +37,7 @@ step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
 # The browser app (web/, with the app, model and data crates under it) compiles for the browser;
-# building and running it there (scripts/build-web.sh, the ignored browser_app test) takes a
+# building and running it there (scripts/build-web.sh, the ignored test in tests/app/browser.rs) takes a
 # wasm build of burn, longer than CI has.
 step "cargo check the browser app (web/ and the crates under it) for wasm32-unknown-unknown"
 RUSTFLAGS="${RUSTFLAGS:-} -D warnings" cargo check -p medseg-web --target wasm32-unknown-unknown
