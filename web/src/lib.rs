@@ -15,6 +15,9 @@ use wasm_bindgen::JsCast;
 /// Runs when the module loads: starts the app, or shows why it cannot start.
 #[wasm_bindgen(start)]
 pub fn start() {
+    // Warnings and errors of the GPU stack (wgpu, the compute runtime) go to the browser's
+    // console, where a page's user (and the browser test) can read them.
+    let _ = eframe::WebLogger::init(log::LevelFilter::Warn);
     wasm_bindgen_futures::spawn_local(async {
         match run().await {
             Ok(()) => status("", false),
