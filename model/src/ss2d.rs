@@ -2,7 +2,7 @@
 //! scan (our kernel, cross-scan and merge folded into its loads and stores), out_norm, the
 //! SiLU(z) gate and out_proj. Parameter names follow the official state_dict.
 
-use crate::ops::conv::conv2d;
+use crate::ops::conv::{conv2d, linear_t, linear_t_per_direction};
 use crate::ops::scan::{selective_scan, ScanInput, ScanOptions, ScanOrder};
 use crate::ShapeError;
 use burn::module::{Module, Param};
@@ -81,9 +81,7 @@ impl Ss2d {
         let r = rn2 - 2 * n;
         let l = h * w;
 
-        let xz = x
-            .reshape([bsz * l, c])
-            .matmul(self.in_proj.val().transpose());
+        let xz = linear_t(x.reshape([bsz * l, c]), self.in_proj.val());
         let xa = xz.clone().narrow(1, 0, e);
         let z = xz.narrow(1, e, e);
         // Depthwise conv in NCHW, back to channels-last (B, 1, L, E) for the scan.
@@ -96,13 +94,11 @@ impl Ss2d {
         );
         let u = silu(xa).permute([0, 2, 3, 1]).reshape([bsz, 1, l, e]);
         // Per-direction projections, in map order (the scan walks each direction's order).
-        let x_dbl = u
-            .clone()
-            .matmul(self.x_proj.val().swap_dims(1, 2).unsqueeze_dim::<4>(0));
+        let x_dbl = linear_t_per_direction(u.clone(), self.x_proj.val());
         let dts = x_dbl.clone().narrow(3, 0, r);
         let bs = x_dbl.clone().narrow(3, r, n);
         let cs = x_dbl.narrow(3, r + n, n);
-        let delta = dts.matmul(self.dt_proj.val().swap_dims(1, 2).unsqueeze_dim::<4>(0));
+        let delta = linear_t_per_direction(dts, self.dt_proj.val());
         let a = self.a_logs.val().exp().neg();
         let y = selective_scan(
             ScanInput {
@@ -123,8 +119,7 @@ impl Ss2d {
         let y = y.sum_dim(1).reshape([bsz * l, e]);
         let y = layer_norm(y, self.norm_weight.val(), self.norm_bias.val());
         let y = y * silu(z);
-        Ok(y.matmul(self.out_proj.val().transpose())
-            .reshape([bsz, h, w, c]))
+        Ok(linear_t(y, self.out_proj.val()).reshape([bsz, h, w, c]))
     }
 }
 

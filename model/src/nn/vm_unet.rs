@@ -170,9 +170,7 @@ fn drop_rates(rate: f64, n: usize, seed: u64, first: u64) -> Vec<DropPath> {
 fn linear(x: Tensor<4>, w: &Param<Tensor<2>>) -> Tensor<4> {
     let [b, h, wd, c] = x.dims();
     let [o, _] = w.val().dims();
-    x.reshape([b * h * wd, c])
-        .matmul(w.val().transpose())
-        .reshape([b, h, wd, o])
+    crate::ops::conv::linear_t(x.reshape([b * h * wd, c]), w.val()).reshape([b, h, wd, o])
 }
 
 /// `x ← x + SS2D(LN(x))`.

@@ -424,7 +424,13 @@ impl ConvImpl {
         });
         match (self, forced) {
             (ConvImpl::Auto, Some(f)) => f,
-            (ConvImpl::Auto, None) if crate::gpu::on_software_adapter() => ConvImpl::Burn,
+            // In the browser burn's convolutions go through its matmul kernels, which do not
+            // compile there (see `linear_t`): ours on every adapter.
+            (ConvImpl::Auto, None)
+                if crate::gpu::on_software_adapter() && !cfg!(target_arch = "wasm32") =>
+            {
+                ConvImpl::Burn
+            }
             (ConvImpl::Auto, None) => ConvImpl::Ours,
             (which, _) => which,
         }
@@ -524,4 +530,62 @@ pub fn conv2d_with(
         ConvRoute::Dense(_) => Dispatch::conv_dense(x, w, b, geom),
         _ => Dispatch::conv_depthwise(x, w, b, geom),
     })
+}
+
+/// The linear layers' product `x · wᵀ` for x (M, K) and w (N, K): (M, N). In the browser it runs
+/// on our GEMM kernel (as a 1×1 convolution with x as the filters), because burn's matrix multiply
+/// kernels do not compile there (its runtime writes `enable subgroups;` into them and the
+/// browser's device cannot have that feature through wgpu); elsewhere it is burn's matmul.
+pub fn linear_t(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+    linear_t_with(x, w, linear_on_gemm())
+}
+
+/// Whether the linear layers take our GEMM kernel: in the browser, or when `MEDSEG_LINEAR=ours`
+/// (to check the browser's route on a desktop adapter).
+fn linear_on_gemm() -> bool {
+    static OURS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OURS.get_or_init(|| {
+        cfg!(target_arch = "wasm32") || std::env::var("MEDSEG_LINEAR").is_ok_and(|v| v == "ours")
+    })
+}
+
+/// [`linear_t`] with the kernel chosen by the caller (`ours`: the GEMM kernel on any adapter).
+pub fn linear_t_with(x: Tensor<2>, w: Tensor<2>, ours: bool) -> Tensor<2> {
+    if !ours {
+        return x.matmul(w.transpose());
+    }
+    // x as the filters (M filters of K channels) over wᵀ as a 1-pixel-high image of N pixels:
+    // the output (1, M, 1, N) is x · wᵀ already in its row-major layout.
+    let [m, k] = x.dims();
+    let [n, _] = w.dims();
+    let y = conv2d_with(
+        w.transpose().reshape([1, k, 1, n]),
+        x.reshape([m, k, 1, 1]),
+        None,
+        ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+        ConvImpl::Ours,
+    );
+    y.reshape([m, n])
+}
+
+/// Per-direction projections `x_d · w_dᵀ` for x (B, D or 1, L, K) (one input shared by every
+/// direction when its second axis is 1) and w (D, N, K): (B, D, L, N), through [`linear_t`].
+pub fn linear_t_per_direction(x: Tensor<4>, w: Tensor<3>) -> Tensor<4> {
+    let [b, dx, l, k] = x.dims();
+    let [d, n, _] = w.dims();
+    if !linear_on_gemm() {
+        return x.matmul(w.swap_dims(1, 2).unsqueeze_dim::<4>(0));
+    }
+    let parts = (0..d)
+        .map(|i| {
+            let xi = if dx == 1 {
+                x.clone()
+            } else {
+                x.clone().narrow(1, i, 1)
+            };
+            let wi = w.clone().narrow(0, i, 1).reshape([n, k]);
+            linear_t(xi.reshape([b * l, k]), wi).reshape([b, 1, l, n])
+        })
+        .collect();
+    Tensor::cat(parts, 1)
 }
