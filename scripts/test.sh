@@ -45,11 +45,12 @@ RUSTFLAGS="${RUSTFLAGS:-} -D warnings" cargo check -p medseg-web --target wasm32
 step "cargo test"
 cargo test --workspace -- --test-threads 2
 
-# On lavapipe the networks take burn's convolutions (ConvImpl::Auto; ours cost more on a CPU);
-# here they take ours, so the whole networks are also checked against the official code with
-# our convolution kernels.
-step "medseg check-fixtures ../shared/fixtures (with our convolution kernels)"
-MEDSEG_CONV=ours cargo run -q -p medseg -- check-fixtures ../shared/fixtures
+# On lavapipe the networks take burn's convolutions (ConvImpl::Auto; ours cost more on a CPU)
+# and burn's matmul for the linear layers; here they take our GEMM kernel for both, the route
+# the browser build takes, so the whole networks (forward, gradients, AdamW step) are also held
+# to the official code on that route.
+step "medseg check-fixtures ../shared/fixtures (convolutions and linear layers on our GEMM kernel)"
+MEDSEG_CONV=ours MEDSEG_LINEAR=ours cargo run -q -p medseg -- check-fixtures ../shared/fixtures
 
 step "medseg info and medseg eval on ../shared/data"
 cargo run -q -p medseg -- info ../shared/data/ct/images/ts_example_ct_a.nii.gz
