@@ -123,12 +123,14 @@ impl eframe::App for ScreenshotWhenReady {
     }
 }
 
-/// What the page asks for in its address (`?sample=N&segment=1`): a bundled sample to open
-/// (default: the colonoscopy frame) and whether to segment it with its bundled model at once.
+/// What the page asks for in its address (`?sample=N&segment=1&report=1`): a bundled sample to
+/// open (default: the colonoscopy frame), whether to segment it with its bundled model at once,
+/// and whether to post the first mask and errors back to the serving page (tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WebStart {
     pub sample: usize,
     pub segment: bool,
+    pub report: bool,
 }
 
 impl WebStart {
@@ -138,6 +140,7 @@ impl WebStart {
         let mut start = WebStart {
             sample: 2,
             segment: false,
+            report: false,
         };
         for pair in query.trim_start_matches('?').split('&') {
             match pair.split_once('=') {
@@ -151,6 +154,7 @@ impl WebStart {
                     }
                 }
                 Some(("segment", v)) => start.segment = v == "1",
+                Some(("report", v)) => start.report = v == "1",
                 _ => {}
             }
         }
@@ -208,13 +212,15 @@ mod tests {
         let default = WebStart {
             sample: 2,
             segment: false,
+            report: false,
         };
         assert_eq!(WebStart::from_query(""), default);
         assert_eq!(
             WebStart::from_query("?sample=1&segment=1&report=1"),
             WebStart {
                 sample: 1,
-                segment: true
+                segment: true,
+                report: true,
             }
         );
         // Out of range, not a number, or unknown keys: ignored.

@@ -41,13 +41,9 @@ pub fn report_error(text: &str) {
     post("/report/error".into(), text.as_bytes().to_vec());
 }
 
-/// Whether the page's address asks for reports.
+/// Whether the page's address asks for reports (`report=1`, read by [`super::WebStart`]).
 pub fn reports_wanted() -> bool {
     web_sys::window()
         .and_then(|w| w.location().search().ok())
-        .is_some_and(|q| {
-            q.trim_start_matches('?')
-                .split('&')
-                .any(|p| p == "report=1")
-        })
+        .is_some_and(|q| super::WebStart::from_query(&q).report)
 }

@@ -109,13 +109,20 @@ impl MedsegApp {
         };
         let cache = self.model_cache();
         self.tasks.spawn_async(title, async move |p: &Progress| {
-            // In the browser the kernel check cannot wait inside `compute`; it runs here.
+            // In the browser the kernel check cannot wait inside `compute`; it runs here, once.
             #[cfg(target_arch = "wasm32")]
-            medseg_model::gpu::kernel_self_test_async(&device)
-                .await
-                .map_err(|e| {
-                    JobError::Failed(format!("our kernels do not run on this GPU: {e}"))
-                })?;
+            {
+                use std::sync::atomic::{AtomicBool, Ordering};
+                static CHECKED: AtomicBool = AtomicBool::new(false);
+                if !CHECKED.load(Ordering::Relaxed) {
+                    medseg_model::gpu::kernel_self_test_async(&device)
+                        .await
+                        .map_err(|e| {
+                            JobError::Failed(format!("our kernels do not run on this GPU: {e}"))
+                        })?;
+                    CHECKED.store(true, Ordering::Relaxed);
+                }
+            }
             let mut cache = cache
                 .lock()
                 .map_err(|_| JobError::Failed("the model cache is unusable".into()))?;
